@@ -1,0 +1,174 @@
+"""Typed configuration. Defaults live in the dataclasses; named profiles in `profiles.yaml` override them.
+
+Resolution order (later wins): dataclass defaults -> profile (`tiny`, `small`, `bench`) -> an optional
+YAML file of the same shape -> `--set section.key=value` overrides from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cscnn.errors import ConfigError
+
+VARIANTS = (
+    "no_image",  # CTR network over ids/context only
+    "late_fusion",  # frozen CNN (pretrained on category classification) + trainable projection
+    "cnn",  # end-to-end CNN, no attention
+    "se",  # end-to-end CNN, squeeze-and-excitation after every conv
+    "cbam",  # end-to-end CNN, CBAM after every conv
+    "cscnn",  # category-specific channel + spatial attention after every conv
+    "cscnn_channel",  # ablation: category-specific channel attention only
+    "cscnn_spatial",  # ablation: category-specific spatial attention only
+)
+
+
+@dataclass
+class WorldConfig:
+    """The synthetic world (`cscnn data synth`)."""
+
+    n_categories: int = 8
+    n_items: int = 1200  # catalogue size on the first day
+    new_items_per_day: int = 60  # cold-start items added every later day
+    n_users: int = 2000
+    n_days: int = 8
+    impressions_per_day: int = 25_000
+    candidates_per_request: int = 10
+    image_size: int = 64
+    start_day: str = "2026-01-01"
+    base_logit: float = -2.0  # sets the mean CTR
+    affinity_weight: float = 1.0  # user x category affinity
+    visual_weight: float = 1.2  # category-dependent effect of visual attributes
+    position_weight: float = 0.15  # logit drop per slot
+    clutter: int = 3  # distractor shapes per image
+    pixel_noise: float = 12.0  # std of Gaussian pixel noise (0-255 scale)
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Sizes are our choice (the paper does not publish them); see docs/model.md."""
+
+    variant: str = "cscnn"
+    image_size: int = 64
+    conv_channels: list[int] = field(default_factory=lambda: [32, 48, 64, 64, 64])
+    visual_dim: int = 32
+    reduction: int = 4  # channel-attention MLP reduction ratio
+    channel_prior_dim: int = 16  # size of the per-category, per-layer channel prior Ac_k
+    spatial_kernel: int = 7
+    embed_dim: int = 16
+    cross_layers: int = 3
+    deep_layers: list[int] = field(default_factory=lambda: [256, 128])
+    dropout: float = 0.1
+    pretrain_epochs: int = 3  # late_fusion only: category-classification epochs before freezing
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 2048
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    patience: int = 2  # early stopping on validation AUC
+    seed: int = 0
+    dedup: bool = True  # each unique image goes through the CNN once per batch
+    val_days: int = 1
+    test_days: int = 1
+    window_days: int = 0  # 0: every training day; otherwise the last N days before validation
+    device: str = "auto"  # auto: cuda when available, else cpu
+    num_threads: int = 0  # torch CPU threads; 0: all cores
+
+
+@dataclass
+class Config:
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def profiles() -> dict[str, dict]:
+    text = resources.files("cscnn").joinpath("profiles.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _merge(obj: Any, updates: dict, where: str) -> None:
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {updates!r}")
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in updates.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{key}'; known keys: {sorted(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key, _coerce(value, current, f"{where}.{key}"))
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    """Keep each field's type: YAML and `--set` give strings/ints that must match the default's type."""
+    if isinstance(current, bool):
+        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:
+            return value.lower() in {"true", "1"}
+        if isinstance(value, bool):
+            return value
+    elif isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            return int(value)
+    elif isinstance(current, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif isinstance(current, list):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if isinstance(value, list):
+            return value
+    elif isinstance(current, str):
+        return str(value)
+    raise ConfigError(f"{where}: cannot use {value!r} (expected {type(current).__name__})")
+
+
+def load_config(
+    profile: str = "small", config_file: Path | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Build the config for a profile, then apply a YAML file and `section.key=value` overrides."""
+    available = profiles()
+    if profile not in available:
+        raise ConfigError(f"unknown profile '{profile}'; available: {sorted(available)}")
+    cfg = Config()
+    _merge(cfg, available[profile] or {}, f"profile '{profile}'")
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        _merge(cfg, yaml.safe_load(path.read_text()) or {}, str(path))
+    for item in overrides or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override '{item}' must look like section.key=value, e.g. train.epochs=3")
+        dotted, value = item.split("=", 1)
+        *path_parts, key = dotted.split(".")
+        nested: dict = {key: yaml.safe_load(value) if value else value}
+        for part in reversed(path_parts):
+            nested = {part: nested}
+        _merge(cfg, nested, f"override '{item}'")
+    if cfg.model.variant not in VARIANTS:
+        raise ConfigError(f"unknown model variant '{cfg.model.variant}'; choose one of {list(VARIANTS)}")
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = Config()
+    _merge(cfg, data, "config")
+    return cfg

@@ -1,0 +1,1 @@
+"""Reading, writing, generating and importing worlds that follow the data contract (`cscnn.schema`)."""

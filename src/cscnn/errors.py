@@ -1,0 +1,21 @@
+"""Errors a user can act on. Each one names the file, row or value that is wrong."""
+
+
+class CSCNNError(Exception):
+    """Base class: the CLI prints these as one clear line instead of a traceback."""
+
+
+class DataContractError(CSCNNError):
+    """Input data does not follow the data contract (see `cscnn.schema`)."""
+
+
+class ImageError(DataContractError):
+    """A catalogue image is missing or cannot be decoded."""
+
+
+class ConfigError(CSCNNError):
+    """A profile, override or option is invalid."""
+
+
+class ModelMismatchError(CSCNNError):
+    """An artifact (embedding table, checkpoint) was built for another model version."""
