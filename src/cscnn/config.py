@@ -140,9 +140,7 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
     raise ConfigError(f"{where}: cannot use {value!r} (expected {type(current).__name__})")
 
 
-def load_config(
-    profile: str = "small", config_file: Path | None = None, overrides: list[str] | None = None
-) -> Config:
+def load_config(profile: str = "small", config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
     """Build the config for a profile, then apply a YAML file and `section.key=value` overrides."""
     available = profiles()
     if profile not in available:

@@ -58,8 +58,7 @@ class TableSpec:
         missing = [c for c in self.names if c not in df.columns]
         if missing:
             raise DataContractError(
-                f"{source}: missing column(s) {missing} for table '{self.name}'; "
-                f"expected columns {self.names}"
+                f"{source}: missing column(s) {missing} for table '{self.name}'; expected columns {self.names}"
             )
         out = {}
         for col in self.columns:
@@ -119,9 +118,7 @@ def _check_column(series: pd.Series, col: Column, source: str) -> pd.Series:
         bad = ~values.isin(col.allowed).to_numpy()
         if bad.any():
             row = _first_row(bad)
-            raise DataContractError(
-                f"{where}: row {row}: value {values[row]!r} not in allowed set {list(col.allowed)}"
-            )
+            raise DataContractError(f"{where}: row {row}: value {values[row]!r} not in allowed set {list(col.allowed)}")
     if col.min is not None:
         bad = (values < col.min).to_numpy()
         if bad.any():

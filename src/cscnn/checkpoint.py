@@ -1,0 +1,71 @@
+"""Model checkpoints: a folder with the state_dict and a JSON card, keyed by a content fingerprint.
+
+    model.pt    state_dict (loaded back with torch.load(weights_only=True): no pickled code runs)
+    model.json  config, feature vocabularies, sizes, data split, fingerprint, metrics
+
+The fingerprint (sha256 over the weights) is the model version that every derived artifact, such as the
+embedding table, records, so an artifact can never be paired with the wrong model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from cscnn.config import Config, config_from_dict
+from cscnn.data.io import atomic_dir, write_json
+from cscnn.errors import CSCNNError, ModelMismatchError
+from cscnn.features import FeatureEncoder
+from cscnn.models import CTRModel
+
+WEIGHTS_FILE = "model.pt"
+CARD_FILE = "model.json"
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def build_model(cfg: Config, encoder: FeatureEncoder) -> CTRModel:
+    from cscnn import schema
+
+    return CTRModel(cfg.model, encoder.vocab_sizes, len(encoder.categories), len(schema.DENSE_FEATURES))
+
+
+def save_checkpoint(out: Path, model: CTRModel, encoder: FeatureEncoder, cfg: Config, extra: dict) -> dict:
+    """Write the checkpoint folder atomically; returns its card."""
+    card = {
+        "fingerprint": fingerprint(model),
+        "variant": cfg.model.variant,
+        "config": cfg.to_dict(),
+        "encoder": encoder.to_dict(),
+        **extra,
+    }
+    with atomic_dir(Path(out)) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
+        write_json(tmp / CARD_FILE, card)
+    return card
+
+
+def load_checkpoint(path: Path) -> tuple[CTRModel, FeatureEncoder, Config, dict]:
+    path = Path(path)
+    if not (path / WEIGHTS_FILE).is_file() or not (path / CARD_FILE).is_file():
+        raise CSCNNError(
+            f"{path}: not a model checkpoint (expected {WEIGHTS_FILE} and {CARD_FILE}; train one with `cscnn train`)"
+        )
+    card = json.loads((path / CARD_FILE).read_text())
+    cfg = config_from_dict(card["config"])
+    encoder = FeatureEncoder.from_dict(card["encoder"])
+    model = build_model(cfg, encoder)
+    model.load_state_dict(torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    model.eval()
+    if fingerprint(model) != card["fingerprint"]:
+        raise ModelMismatchError(f"{path}: weights do not match the fingerprint in {CARD_FILE} (file replaced?)")
+    return model, encoder, cfg, card

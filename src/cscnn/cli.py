@@ -1,0 +1,194 @@
+"""The `cscnn` command: one subcommand per workload, each a thin wrapper over one library function."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cscnn.config import VARIANTS, load_config
+from cscnn.errors import CSCNNError
+
+app = typer.Typer(help="CSCNN visual-aware CTR prediction.", no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Create, import and describe worlds (datasets in the data contract).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+Profile = Annotated[str, typer.Option(help="Config profile: tiny (tests), small (demo), bench.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file overriding the profile.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one setting, e.g. --set train.epochs=3 (repeatable)."),
+]
+DataDir = Annotated[Path, typer.Option("--data", help="World folder (see docs/data_contract.md).")]
+ModelDir = Annotated[Path, typer.Option("--model", help="Checkpoint folder written by `cscnn train`.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _print_json(data: dict) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="World folder to write.")],
+    profile: Profile = "small",
+    seed: Annotated[int | None, typer.Option(help="Seed (default: the profile's).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a world generated with another config.")] = False,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+) -> None:
+    """Generate a synthetic world (deterministic by seed). Re-running with the same config is a no-op."""
+    from cscnn.data.synth import generate_world
+
+    try:
+        world_cfg = load_config(profile, config, overrides).world
+        if seed is not None:
+            world_cfg.seed = seed
+        summary = generate_world(world_cfg, out, force=force)
+    except CSCNNError as exc:
+        _fail(exc)
+    typer.echo(f"world in {out}: {json.dumps(summary.get('totals', summary), sort_keys=True)}")
+
+
+@data_app.command("import-amazon")
+def data_import_amazon(
+    reviews: Annotated[Path, typer.Option(help="Reviews file, JSON lines (.json or .json.gz), 2014 or 2018 format.")],
+    meta: Annotated[Path, typer.Option(help="Metadata file, JSON lines (.json or .json.gz).")],
+    images: Annotated[Path, typer.Option(help="Folder of local images named <asin>.jpg/.jpeg/.png.")],
+    out: Annotated[Path, typer.Option(help="World folder to write.")],
+    neg_ratio: Annotated[int, typer.Option(help="Sampled negatives per review.")] = 4,
+    seed: int = 0,
+    category_level: Annotated[int, typer.Option(help="Level of the category path to use; -1: leaf.")] = -1,
+    missing_image: Annotated[
+        str, typer.Option(help="fail or skip items without an image (skips are reported).")
+    ] = "fail",
+) -> None:
+    """Import McAuley's Amazon review data: a review is a click, negatives are sampled per user."""
+    from cscnn.data.amazon import import_amazon
+
+    try:
+        report = import_amazon(reviews, meta, images, out, neg_ratio, seed, category_level, missing_image)
+    except CSCNNError as exc:
+        _fail(exc)
+    _print_json(report)
+
+
+@data_app.command("contract")
+def data_contract() -> None:
+    """Print the data contract (tables, columns, constraints) as Markdown."""
+    from cscnn.schema import contract_markdown
+
+    typer.echo(contract_markdown())
+
+
+@app.command("train")
+def train_cmd(
+    data: DataDir,
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
+    profile: Profile = "small",
+    variant: Annotated[str | None, typer.Option(help=f"Model variant: {', '.join(VARIANTS)}.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed (default: the profile's).")] = None,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train one model end to end (image dedup per batch, early stopping on validation AUC)."""
+    from cscnn.data.io import open_world
+    from cscnn.train import train
+
+    try:
+        extra = [*(overrides or [])]
+        if variant is not None:
+            extra.append(f"model.variant={variant}")
+        if seed is not None:
+            extra.append(f"train.seed={seed}")
+        cfg = load_config(profile, config, extra)
+        result = train(open_world(data), cfg, out=out, progress=not quiet)
+    except CSCNNError as exc:
+        _fail(exc)
+    card = result.card
+    typer.echo(
+        f"trained {card['variant']} (model {card['fingerprint']}) in {result.wall_seconds:.1f}s: "
+        f"best epoch {card['best_epoch']}, val AUC {card['val_auc']:.4f} -> {out}"
+    )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data: DataDir,
+    model: ModelDir,
+    day: Annotated[
+        list[str] | None, typer.Option(help="Day(s) to evaluate on (default: the model's test days).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Metrics JSON to write (default: <model>/metrics.json).")] = None,
+) -> None:
+    """Evaluate a checkpoint: AUC, logloss, per-category AUC and cold-start AUC, as JSON."""
+    from cscnn.data.io import write_json
+    from cscnn.evaluate import evaluate_checkpoint
+
+    try:
+        metrics = evaluate_checkpoint(model, data, day)
+    except CSCNNError as exc:
+        _fail(exc)
+    write_json(out or model / "metrics.json", metrics)
+    _print_json(metrics)
+
+
+@app.command("embed")
+def embed_cmd(
+    data: DataDir,
+    model: ModelDir,
+    out: Annotated[Path, typer.Option(help="Embedding table folder to write.")],
+) -> None:
+    """Precompute every catalogue item's visual vector into a lookup table keyed by the model version."""
+    from cscnn.embed import export_table
+
+    try:
+        meta = export_table(model, data, out)
+    except CSCNNError as exc:
+        _fail(exc)
+    typer.echo(
+        f"embedding table for model {meta['model_fingerprint']}: {meta['n_items']} items x "
+        f"{meta['visual_dim']} -> {out}"
+    )
+
+
+@app.command("compare")
+def compare_cmd(
+    data: DataDir,
+    out: Annotated[Path, typer.Option(help="Markdown table to write (raw runs go next to it as .json).")] = Path(
+        "docs/results.md"
+    ),
+    profile: Profile = "small",
+    variants: Annotated[str, typer.Option(help="Comma-separated variants.")] = ",".join(VARIANTS),
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1).")] = 3,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    quiet: Quiet = True,
+) -> None:
+    """Train every variant on the same split and seeds; write the results table."""
+    from cscnn.compare import run_comparison, write_results
+    from cscnn.data.io import open_world
+
+    try:
+        cfg = load_config(profile, config, overrides)
+        chosen = [v.strip() for v in variants.split(",") if v.strip()]
+        unknown = [v for v in chosen if v not in VARIANTS]
+        if unknown:
+            raise CSCNNError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+        world = open_world(data)
+        rows = run_comparison(world, cfg, chosen, list(range(seeds)), progress=not quiet)
+    except CSCNNError as exc:
+        _fail(exc)
+    command = "cscnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_results(rows, out, command, world, cfg)
+    typer.echo(f"results -> {out}")

@@ -1,0 +1,115 @@
+"""The visual lookup table: every catalogue item's visual vector, precomputed by one model version.
+
+Online serving runs only the CTR network, never the CNN; it reads vectors from this table. The table is a
+folder, laid out for fast CPU lookup (one contiguous float32 matrix, memory-mappable):
+
+    vectors.npy           float32 [n_items, visual_dim], row i = items.parquet row i
+    items.parquet         item_id, category (row order of vectors.npy)
+    category_vectors.npy  float32 [n_categories + 1, visual_dim]: row 0 the mean over all items,
+                          row k the mean of category k (the cold-start fallback for an unseen item)
+    meta.json             model_fingerprint, variant, categories, sizes
+
+Every table records the fingerprint of the model that built it; `load_table` refuses a table whose
+fingerprint is not the expected model's (`ModelMismatchError`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cscnn.checkpoint import load_checkpoint
+from cscnn.data.io import atomic_dir, open_world, write_json
+from cscnn.errors import CSCNNError, ModelMismatchError
+from cscnn.features import image_bank
+from cscnn.models import CTRModel, ImageBank
+from cscnn.train import select_device
+
+EMBED_BATCH = 512
+
+
+@torch.no_grad()
+def visual_vectors(model: CTRModel, bank: ImageBank, device: torch.device) -> np.ndarray:
+    model.eval()
+    chunks = []
+    for rows in torch.arange(len(bank.images)).split(EMBED_BATCH):
+        images, categories = bank.images[rows].to(device), bank.categories[rows].to(device)
+        chunks.append(model.encode_images(images, categories)["visual"].float().cpu().numpy())
+    return np.concatenate(chunks)
+
+
+@dataclass
+class EmbeddingTable:
+    item_ids: pd.Index
+    categories: np.ndarray  # category name per row
+    vectors: np.ndarray
+    category_names: list[str]
+    category_vectors: np.ndarray
+    meta: dict
+
+    def lookup(self, item_ids: list[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors for `item_ids` (vectorised) and a mask of which were found; misses get the global mean."""
+        rows = self.item_ids.get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
+        found = rows >= 0
+        out = np.where(found[:, None], self.vectors[np.maximum(rows, 0)], self.category_vectors[0])
+        return out.astype(np.float32), found
+
+
+def export_table(model_dir: Path, world_dir: Path, out: Path) -> dict:
+    """Compute every catalogue item's visual vector with the checkpoint's CNN and write the table."""
+    model, encoder, cfg, card = load_checkpoint(model_dir)
+    if not model.uses_images:
+        raise CSCNNError(f"{model_dir}: variant {card['variant']!r} has no visual part; there is nothing to embed")
+    world = open_world(world_dir)
+    device = select_device(cfg.train.device)
+    bank = image_bank(world, encoder, cfg.model.image_size)
+    vectors = visual_vectors(model.to(device), bank, device)
+    cat_index = bank.categories.numpy()
+    category_vectors = np.stack(
+        [vectors.mean(axis=0)]
+        + [
+            vectors[cat_index == k].mean(axis=0) if (cat_index == k).any() else vectors.mean(axis=0)
+            for k in range(1, len(encoder.categories) + 1)
+        ]
+    ).astype(np.float32)
+    meta = {
+        "model_fingerprint": card["fingerprint"],
+        "variant": card["variant"],
+        "categories": encoder.categories,
+        "n_items": len(vectors),
+        "visual_dim": int(vectors.shape[1]),
+        "world": str(world.root),
+        "unseen_categories": sorted(set(world.items["category"]) - set(encoder.categories)),
+    }
+    with atomic_dir(Path(out)) as tmp:
+        np.save(tmp / "vectors.npy", vectors.astype(np.float32))
+        np.save(tmp / "category_vectors.npy", category_vectors)
+        world.items[["item_id", "category"]].to_parquet(tmp / "items.parquet", index=False)
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
+def load_table(path: Path, expected_fingerprint: str | None = None) -> EmbeddingTable:
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise CSCNNError(f"{path}: not an embedding table (no meta.json; build one with `cscnn embed`)")
+    meta = json.loads((path / "meta.json").read_text())
+    if expected_fingerprint is not None and meta["model_fingerprint"] != expected_fingerprint:
+        raise ModelMismatchError(
+            f"{path}: table was built by model {meta['model_fingerprint']}, not by the expected model "
+            f"{expected_fingerprint}; rebuild it with `cscnn embed`"
+        )
+    items = pd.read_parquet(path / "items.parquet")
+    return EmbeddingTable(
+        item_ids=pd.Index(items["item_id"].to_numpy(dtype=object)),
+        categories=items["category"].to_numpy(dtype=object),
+        vectors=np.load(path / "vectors.npy", mmap_mode="r"),
+        category_names=meta["categories"],
+        category_vectors=np.load(path / "category_vectors.npy"),
+        meta=meta,
+    )

@@ -1,0 +1,146 @@
+"""From contract tables to model inputs: joins, vocabularies, encoded arrays and the image bank.
+
+Vocabularies are fitted on the training days only; a value never seen in training encodes to 0, the
+shared "unknown" row of each embedding. Category indices are 1-based for the same reason: 0 is an unseen
+category, for which CSCNN falls back to the mean category prior.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cscnn import schema
+from cscnn.data.images import load_images
+from cscnn.data.io import World
+from cscnn.errors import DataContractError
+from cscnn.models import Batch, ImageBank
+
+POSITION_CAP = 50  # positions beyond this share one token
+
+
+def feature_frame(world: World, impressions: pd.DataFrame) -> pd.DataFrame:
+    """Impressions joined with item and user features, plus derived `hour`, `log_price` and `item_row`."""
+    items = world.items.assign(item_row=np.arange(len(world.items)))
+    frame = impressions.merge(items, on="item_id", how="left", validate="many_to_one")
+    frame = frame.merge(world.users, on="user_id", how="left", validate="many_to_one")
+    frame["hour"] = frame["ts"].dt.hour.astype(str)
+    frame["position"] = frame["position"].clip(upper=POSITION_CAP).astype(str)
+    frame["log_price"] = np.log1p(frame["price"].to_numpy(dtype=np.float64))
+    return frame
+
+
+@dataclass
+class FeatureEncoder:
+    """Token vocabularies per sparse feature, and the category vocabulary the CNN conditions on."""
+
+    vocabs: dict[str, list[str]]
+    categories: list[str]
+
+    @classmethod
+    def fit(cls, train_frame: pd.DataFrame, catalogue: pd.DataFrame) -> FeatureEncoder:
+        vocabs = {name: sorted(train_frame[name].astype(str).unique()) for name in schema.SPARSE_FEATURES}
+        return cls(vocabs=vocabs, categories=sorted(catalogue["category"].unique()))
+
+    @property
+    def vocab_sizes(self) -> list[int]:
+        return [len(self.vocabs[name]) for name in schema.SPARSE_FEATURES]
+
+    @staticmethod
+    def _lookup(vocab: list[str], values: pd.Series | np.ndarray) -> np.ndarray:
+        """Vectorised token -> 1-based index; unknown tokens -> 0."""
+        return pd.Index(vocab).get_indexer(pd.Index(np.asarray(values, dtype=object))).astype(np.int64) + 1
+
+    def encode_sparse(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.stack(
+            [self._lookup(self.vocabs[name], frame[name].astype(str)) for name in schema.SPARSE_FEATURES],
+            axis=1,
+        )
+
+    def category_index(self, categories: pd.Series | np.ndarray) -> np.ndarray:
+        return self._lookup(self.categories, categories)
+
+    def to_dict(self) -> dict:
+        return {"vocabs": self.vocabs, "categories": self.categories}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureEncoder:
+        return cls(vocabs=data["vocabs"], categories=data["categories"])
+
+
+@dataclass
+class EncodedSplit:
+    """One split (train/val/test) as arrays; `category` and `cold` are kept for per-slice metrics."""
+
+    sparse: np.ndarray
+    dense: np.ndarray
+    item_row: np.ndarray
+    label: np.ndarray
+    category: np.ndarray  # category name per impression
+    cold: np.ndarray  # item id not seen in training
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def batch(self, index: np.ndarray) -> Batch:
+        return Batch(
+            sparse=torch.from_numpy(self.sparse[index]),
+            dense=torch.from_numpy(self.dense[index]),
+            item_row=torch.from_numpy(self.item_row[index]),
+            label=torch.from_numpy(self.label[index]),
+        )
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
+        order = rng.permutation(len(self)) if rng is not None else np.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            yield self.batch(order[start : start + batch_size])
+
+
+def encode(frame: pd.DataFrame, encoder: FeatureEncoder) -> EncodedSplit:
+    sparse = encoder.encode_sparse(frame)
+    item_column = schema.SPARSE_FEATURES.index("item_id")
+    return EncodedSplit(
+        sparse=sparse,
+        dense=frame[list(schema.DENSE_FEATURES)].to_numpy(dtype=np.float32),
+        item_row=frame["item_row"].to_numpy(dtype=np.int64),
+        label=frame[schema.LABEL].to_numpy(dtype=np.float32),
+        category=frame["category"].to_numpy(dtype=object),
+        cold=sparse[:, item_column] == 0,
+    )
+
+
+def image_bank(world: World, encoder: FeatureEncoder, image_size: int) -> ImageBank:
+    """Decode every catalogue image once (a clear ImageError names any bad file and its row)."""
+    images = load_images(world.items, world.images_dir, image_size)
+    categories = encoder.category_index(world.items["category"])
+    return ImageBank(images=torch.from_numpy(images), categories=torch.from_numpy(categories))
+
+
+@dataclass
+class DaySplit:
+    train: list[str]
+    val: list[str]
+    test: list[str]
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def split_days(days: list[str], val_days: int, test_days: int, window_days: int = 0) -> DaySplit:
+    """Time-ordered split: the last `test_days` are held out, the `val_days` before them validate."""
+    needed = val_days + test_days + 1
+    if len(days) < needed:
+        raise DataContractError(
+            f"need at least {needed} days of impressions (train + {val_days} validation + {test_days} test), "
+            f"found {len(days)}: {days}"
+        )
+    test = days[len(days) - test_days :]
+    val = days[len(days) - test_days - val_days : len(days) - test_days]
+    train = days[: len(days) - test_days - val_days]
+    if window_days:
+        train = train[-window_days:]
+    return DaySplit(train=train, val=val, test=test)

@@ -1,0 +1,85 @@
+"""A CNN-F-like conv stack sized for small images on CPU, with an attention module after every conv.
+
+Layout (for image size S): conv5x5/2 -> pool -> conv3x3 -> pool -> conv3x3 x3 -> pool -> linear.
+Attention runs on the feature map of its conv (sizes S/2, S/4, S/8, S/8, S/8) before any pooling.
+There is no batch normalisation on purpose: batch statistics would make an image's embedding depend on
+which other images share its batch, which breaks the per-batch image dedup (each unique image once).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cscnn.config import ModelConfig
+from cscnn.models.attention import ChannelSpatialAttention, Maps, NoAttention, SqueezeExcitation
+
+ATTENTION_OF_VARIANT = {
+    "late_fusion": "none",
+    "cnn": "none",
+    "se": "se",
+    "cbam": "cbam",
+    "cscnn": "cscnn",
+    "cscnn_channel": "cscnn_channel",
+    "cscnn_spatial": "cscnn_spatial",
+}
+
+# ImageNet-like normalisation of uint8 pixels, fixed so that the embedding table and training agree.
+PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
+
+
+def _feature_sizes(image_size: int) -> list[int]:
+    if image_size % 16:
+        raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
+    return [image_size // 2, image_size // 4, image_size // 8, image_size // 8, image_size // 8]
+
+
+def _attention(kind: str, channels: int, size: int, cfg: ModelConfig, n_categories: int) -> nn.Module:
+    common = {"reduction": cfg.reduction, "kernel": cfg.spatial_kernel}
+    category_aware = {"n_categories": n_categories, "prior_dim": cfg.channel_prior_dim}
+    if kind == "none":
+        return NoAttention()
+    if kind == "se":
+        return SqueezeExcitation(channels, cfg.reduction)
+    if kind == "cbam":
+        return ChannelSpatialAttention(channels, size, size, **common)
+    if kind == "cscnn":
+        return ChannelSpatialAttention(channels, size, size, **common, **category_aware)
+    if kind == "cscnn_channel":
+        return ChannelSpatialAttention(channels, size, size, **common, **category_aware, use_spatial=False)
+    if kind == "cscnn_spatial":
+        return ChannelSpatialAttention(channels, size, size, **common, **category_aware, use_channel=False)
+    raise ValueError(f"unknown attention kind {kind!r}")
+
+
+class VisualBackbone(nn.Module):
+    """Image (uint8) + category -> visual vector. Categories are 1-based; 0 means unseen (mean prior)."""
+
+    def __init__(self, cfg: ModelConfig, n_categories: int, attention: str) -> None:
+        super().__init__()
+        if len(cfg.conv_channels) != 5:
+            raise ValueError(f"conv_channels needs 5 entries (CNN-F layout), got {cfg.conv_channels}")
+        sizes = _feature_sizes(cfg.image_size)
+        channels = [3, *cfg.conv_channels]
+        self.convs = nn.ModuleList()
+        self.attentions = nn.ModuleList()
+        for i, size in enumerate(sizes):
+            kernel, stride = (5, 2) if i == 0 else (3, 1)
+            self.convs.append(nn.Conv2d(channels[i], channels[i + 1], kernel, stride, padding=kernel // 2))
+            self.attentions.append(_attention(attention, channels[i + 1], size, cfg, n_categories))
+        self.pool_after = {0, 1, 4}
+        final = cfg.image_size // 16
+        self.project = nn.Linear(channels[-1] * final * final, cfg.visual_dim)
+
+    def forward(self, images: torch.Tensor, category: torch.Tensor, return_attention: bool = False) -> dict:
+        x = (images.float() - PIXEL_MEAN) / PIXEL_STD
+        maps: list[Maps] = []
+        for i, (conv, attention) in enumerate(zip(self.convs, self.attentions, strict=True)):
+            x, layer_maps = attention(torch.relu(conv(x)), category)
+            maps.append(layer_maps)
+            if i in self.pool_after:
+                x = nn.functional.max_pool2d(x, 2)
+        out = {"visual": self.project(x.flatten(1))}
+        if return_attention:
+            out["attention"] = maps
+        return out

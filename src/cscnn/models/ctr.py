@@ -1,0 +1,115 @@
+"""The CTR model: embedded id/context features + a visual vector, through a DCN (cross + deep) network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cscnn.config import ModelConfig
+from cscnn.models.backbone import ATTENTION_OF_VARIANT, VisualBackbone
+from cscnn.models.layers import CrossNetwork, mlp
+
+
+@dataclass
+class Batch:
+    """Encoded impressions. `item_row` indexes the image bank (the catalogue), not the item-id vocabulary,
+    so a cold-start item (unknown id, index 0) still has its image."""
+
+    sparse: torch.Tensor  # [B, n_sparse] int64, 0 = unknown value
+    dense: torch.Tensor  # [B, n_dense] float32
+    item_row: torch.Tensor  # [B] int64
+    label: torch.Tensor | None = None  # [B] float32
+
+    def to(self, device: torch.device) -> Batch:
+        label = None if self.label is None else self.label.to(device)
+        return Batch(self.sparse.to(device), self.dense.to(device), self.item_row.to(device), label)
+
+
+@dataclass
+class ImageBank:
+    """Every catalogue image, decoded once: uint8 [N, 3, S, S], and its 1-based category index [N]."""
+
+    images: torch.Tensor
+    categories: torch.Tensor
+
+    def to(self, device: torch.device) -> ImageBank:
+        return ImageBank(self.images.to(device), self.categories.to(device))
+
+
+class CTRModel(nn.Module):
+    """One class for every variant of the paper's comparison (see `cscnn.config.VARIANTS`)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_sizes: list[int], n_categories: int, n_dense: int) -> None:
+        super().__init__()
+        self.variant = cfg.variant
+        self.embeddings = nn.ModuleList(nn.Embedding(size + 1, cfg.embed_dim) for size in vocab_sizes)
+        self.backbone: VisualBackbone | None = None
+        self.fusion: nn.Linear | None = None
+        visual_dim = 0
+        if cfg.variant != "no_image":
+            self.backbone = VisualBackbone(cfg, n_categories, ATTENTION_OF_VARIANT[cfg.variant])
+            visual_dim = cfg.visual_dim
+        if cfg.variant == "late_fusion":
+            self.fusion = nn.Linear(cfg.visual_dim, cfg.visual_dim)
+        in_dim = len(vocab_sizes) * cfg.embed_dim + n_dense + visual_dim
+        self.cross = CrossNetwork(in_dim, cfg.cross_layers)
+        self.deep, deep_dim = mlp(in_dim, cfg.deep_layers, cfg.dropout)
+        self.out = nn.Linear(in_dim + deep_dim, 1)
+
+    @property
+    def uses_images(self) -> bool:
+        return self.backbone is not None
+
+    def freeze_backbone(self) -> None:
+        """Late fusion: the CNN is a fixed feature extractor; only the projection and CTR net train."""
+        assert self.backbone is not None
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+
+    def encode_images(self, images: torch.Tensor, categories: torch.Tensor, return_attention: bool = False) -> dict:
+        """Visual vectors of images ([N, 3, S, S] uint8) of 1-based categories; what the lookup table stores."""
+        assert self.backbone is not None, f"variant {self.variant!r} has no visual part"
+        out = self.backbone(images, categories, return_attention=return_attention)
+        if self.fusion is not None:
+            out["visual"] = self.fusion(out["visual"])
+        return out
+
+    def score(self, sparse: torch.Tensor, dense: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
+        """The CTR network alone (what serving runs): logits [B] from features and visual vectors."""
+        parts = [emb(sparse[:, i]) for i, emb in enumerate(self.embeddings)]
+        parts.append(dense)
+        if visual is not None:
+            parts.append(visual)
+        x0 = torch.cat(parts, dim=1)
+        return self.out(torch.cat([self.cross(x0), self.deep(x0)], dim=1)).squeeze(1)
+
+    def visual_for(self, batch: Batch, bank: ImageBank, dedup: bool = True, return_attention: bool = False) -> dict:
+        """Visual vectors of a batch's items. With `dedup`, each unique image goes through the CNN once and
+        its vector is broadcast to all of its impressions (the seed's batch trick)."""
+        if dedup:
+            rows, inverse = torch.unique(batch.item_row, return_inverse=True)
+        else:
+            rows, inverse = batch.item_row, None
+        out = self.encode_images(bank.images[rows], bank.categories[rows], return_attention)
+        out["unique_images"] = len(rows)
+        if inverse is not None:
+            out["visual"] = out["visual"][inverse]
+        return out
+
+    def forward(
+        self, batch: Batch, bank: ImageBank | None = None, dedup: bool = True, return_attention: bool = False
+    ) -> dict:
+        """Returns `{"logit", "y_pred"}` and, for image variants asked for it, per-layer `attention` maps
+        (indexed by the batch's unique images when `dedup`)."""
+        out: dict = {}
+        visual = None
+        if self.uses_images:
+            if bank is None:
+                raise ValueError(f"variant {self.variant!r} needs the image bank")
+            out = self.visual_for(batch, bank, dedup, return_attention)
+            visual = out.pop("visual")
+        logit = self.score(batch.sparse, batch.dense, visual)
+        out.update(logit=logit, y_pred=torch.sigmoid(logit))
+        return out

@@ -1,0 +1,189 @@
+"""End-to-end training with per-batch image dedup, early stopping on validation AUC, and checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cscnn.checkpoint import build_model, save_checkpoint
+from cscnn.config import Config
+from cscnn.data.io import World
+from cscnn.features import (
+    DaySplit,
+    EncodedSplit,
+    FeatureEncoder,
+    encode,
+    feature_frame,
+    image_bank,
+    split_days,
+)
+from cscnn.metrics import auc, summarize
+from cscnn.models import CTRModel, ImageBank
+
+PREDICT_BATCH = 8192
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs from a world: the split, fitted encoder, encoded splits and the image bank."""
+
+    split: DaySplit
+    encoder: FeatureEncoder
+    data: dict[str, EncodedSplit]
+    bank: ImageBank | None  # None for the no-image variant: its images are never decoded
+
+
+def prepare(world: World, cfg: Config, encoder: FeatureEncoder | None = None) -> Prepared:
+    """Split by day, fit vocabularies on the training days (unless an encoder is given), encode, decode images."""
+    split = split_days(world.days, cfg.train.val_days, cfg.train.test_days, cfg.train.window_days)
+    frames = {name: feature_frame(world, world.impressions(days)) for name, days in split.to_dict().items()}
+    encoder = encoder or FeatureEncoder.fit(frames["train"], world.items)
+    data = {name: encode(frame, encoder) for name, frame in frames.items()}
+    bank = image_bank(world, encoder, cfg.model.image_size) if cfg.model.variant != "no_image" else None
+    return Prepared(split, encoder, data, bank)
+
+
+@torch.no_grad()
+def predict(model: CTRModel, data: EncodedSplit, bank: ImageBank | None, device: torch.device) -> np.ndarray:
+    model.eval()
+    preds = [model(b.to(device), bank)["y_pred"].cpu().numpy() for b in data.batches(PREDICT_BATCH)]
+    return np.concatenate(preds) if preds else np.empty(0, dtype=np.float32)
+
+
+def evaluate_split(model: CTRModel, data: EncodedSplit, bank: ImageBank | None, device: torch.device) -> dict:
+    probs = predict(model, data, bank, device)
+    return summarize(data.label, probs, data.category, data.cold)
+
+
+def pretrain_backbone(
+    model: CTRModel, bank: ImageBank, cfg: Config, device: torch.device, rng: np.random.Generator
+) -> None:
+    """Late fusion's stand-in for ImageNet features: train the CNN to classify catalogue images by
+    category, then freeze it. Only its projection and the CTR network learn from clicks."""
+    assert model.backbone is not None
+    head = torch.nn.Linear(cfg.model.visual_dim, len(bank.categories.unique()) + 1).to(device)
+    params = list(model.backbone.parameters()) + list(head.parameters())
+    optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
+    for _ in range(cfg.model.pretrain_epochs):
+        order = torch.from_numpy(rng.permutation(len(bank.images))).to(device)
+        for rows in order.split(256):
+            logits = head(model.backbone(bank.images[rows], bank.categories[rows])["visual"])
+            loss = torch.nn.functional.cross_entropy(logits, bank.categories[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.freeze_backbone()
+
+
+@dataclass
+class TrainResult:
+    model: CTRModel
+    prepared: Prepared
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    wall_seconds: float = 0.0
+    card: dict = field(default_factory=dict)
+
+
+def train(world: World, cfg: Config, out: Path | None = None, progress: bool = True) -> TrainResult:
+    """Train `cfg.model.variant` on `world`; write a checkpoint to `out` (atomically) when given."""
+    started = time.perf_counter()
+    torch.set_num_threads(cfg.train.num_threads or os.cpu_count() or 1)
+    rng = seed_everything(cfg.train.seed)
+    device = select_device(cfg.train.device)
+    prepared = prepare(world, cfg)
+    bank = prepared.bank.to(device) if prepared.bank is not None else None
+    model = build_model(cfg, prepared.encoder).to(device)
+    if cfg.model.variant == "late_fusion":
+        pretrain_backbone(model, bank, cfg, device, rng)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    result = TrainResult(model=model, prepared=prepared)
+    best_auc, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
+    train_data, val_data = prepared.data["train"], prepared.data["val"]
+    n_batches = -(-len(train_data) // cfg.train.batch_size)
+    for epoch in range(1, cfg.train.epochs + 1):
+        model.train()
+        epoch_start, losses, unique_images = time.perf_counter(), [], 0
+        bar = tqdm(
+            train_data.batches(cfg.train.batch_size, rng),
+            total=n_batches,
+            desc=f"{cfg.model.variant} epoch {epoch}/{cfg.train.epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for batch in bar:
+            batch = batch.to(device)
+            out = model(batch, bank, dedup=cfg.train.dedup)
+            loss = loss_fn(out["logit"], batch.label)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            unique_images += out.get("unique_images", 0)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        val_auc = auc(val_data.label, predict(model, val_data, bank, device)) or 0.0
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "val_auc": val_auc,
+            "seconds": time.perf_counter() - epoch_start,
+            "impressions": len(train_data),
+            "cnn_images": unique_images,
+        }
+        result.history.append(record)
+        if progress:
+            tqdm.write(
+                f"epoch {epoch}: train_loss={record['train_loss']:.4f} val_auc={val_auc:.4f} ({record['seconds']:.1f}s)"
+            )
+        if val_auc > best_auc:
+            best_auc, best_state, stale, result.best_epoch = (
+                val_auc,
+                copy.deepcopy(model.state_dict()),
+                0,
+                epoch,
+            )
+        else:
+            stale += 1
+            if stale >= cfg.train.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.wall_seconds = time.perf_counter() - started
+    if out is not None:
+        result.card = save_checkpoint(
+            out,
+            model.cpu(),
+            prepared.encoder,
+            cfg,
+            extra={
+                "world": str(world.root),
+                "days": prepared.split.to_dict(),
+                "best_epoch": result.best_epoch,
+                "val_auc": best_auc,
+                "history": result.history,
+                "train_seconds": result.wall_seconds,
+            },
+        )
+        model.to(device)
+    return result

@@ -1,0 +1,156 @@
+"""Model contract: shapes for every variant, category-aware attention, the dedup trick, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cscnn import schema
+from cscnn.checkpoint import build_model, load_checkpoint, save_checkpoint
+from cscnn.config import VARIANTS, load_config
+from cscnn.features import FeatureEncoder
+from cscnn.models import Batch, ImageBank
+
+N_IMAGES, BATCH = 6, 16
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)
+
+
+def tiny_config(variant: str):
+    return load_config("tiny", overrides=[f"model.variant={variant}"])
+
+
+def toy_encoder() -> FeatureEncoder:
+    vocabs = {name: [f"{name}{i}" for i in range(5)] for name in schema.SPARSE_FEATURES}
+    return FeatureEncoder(vocabs=vocabs, categories=["c0", "c1", "c2"])
+
+
+def toy_inputs(image_size: int, seed: int = 0) -> tuple[Batch, ImageBank]:
+    gen = torch.Generator().manual_seed(seed)
+    bank = ImageBank(
+        images=torch.randint(0, 256, (N_IMAGES, 3, image_size, image_size), dtype=torch.uint8, generator=gen),
+        categories=torch.tensor([1, 2, 3, 1, 2, 0]),  # 0: a category unseen in training
+    )
+    batch = Batch(
+        sparse=torch.randint(0, 6, (BATCH, len(schema.SPARSE_FEATURES)), generator=gen),
+        dense=torch.randn(BATCH, len(schema.DENSE_FEATURES), generator=gen),
+        item_row=torch.randint(0, N_IMAGES, (BATCH,), generator=gen),  # many impressions per image
+        label=torch.randint(0, 2, (BATCH,), generator=gen).float(),
+    )
+    return batch, bank
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_shapes_and_attention_maps(variant: str) -> None:
+    cfg = tiny_config(variant)
+    model = build_model(cfg, toy_encoder())
+    batch, bank = toy_inputs(cfg.model.image_size)
+    out = model(batch, bank, return_attention=True)
+    assert out["logit"].shape == (BATCH,)
+    assert torch.all((out["y_pred"] > 0) & (out["y_pred"] < 1))
+    if variant == "no_image":
+        assert "attention" not in out
+        return
+    maps = out["attention"]
+    assert len(maps) == 5  # one per conv layer
+    n_unique = len(batch.item_row.unique())
+    sizes = [cfg.model.image_size // d for d in (2, 4, 8, 8, 8)]
+    expected = {"se": {"channel"}, "cbam": {"channel", "spatial"}, "cscnn": {"channel", "spatial"}}
+    expected |= {"cscnn_channel": {"channel"}, "cscnn_spatial": {"spatial"}}
+    for layer, size, channels in zip(maps, sizes, cfg.model.conv_channels, strict=True):
+        assert set(layer) == expected.get(variant, set())
+        if "channel" in layer:
+            assert layer["channel"].shape == (n_unique, channels)
+        if "spatial" in layer:
+            assert layer["spatial"].shape == (n_unique, size, size)
+
+
+def test_cscnn_attention_depends_on_category() -> None:
+    cfg = tiny_config("cscnn")
+    model = build_model(cfg, toy_encoder()).eval()
+    _, bank = toy_inputs(cfg.model.image_size)
+    image = bank.images[:1].repeat(3, 1, 1, 1)  # one image, three categories
+    out = model.encode_images(image, torch.tensor([1, 2, 3]), return_attention=True)
+    for layer in out["attention"]:
+        for kind in ("channel", "spatial"):
+            assert not torch.allclose(layer[kind][0], layer[kind][1])
+            assert not torch.allclose(layer[kind][1], layer[kind][2])
+    assert not torch.allclose(out["visual"][0], out["visual"][1])
+
+
+@pytest.mark.parametrize("variant", ["se", "cbam"])
+def test_category_blind_attention_ignores_category(variant: str) -> None:
+    cfg = tiny_config(variant)
+    model = build_model(cfg, toy_encoder()).eval()
+    _, bank = toy_inputs(cfg.model.image_size)
+    image = bank.images[:1].repeat(2, 1, 1, 1)
+    out = model.encode_images(image, torch.tensor([1, 2]))
+    torch.testing.assert_close(out["visual"][0], out["visual"][1])
+
+
+def test_unseen_category_uses_mean_prior() -> None:
+    cfg = tiny_config("cscnn")
+    model = build_model(cfg, toy_encoder()).eval()
+    attention = model.backbone.attentions[0]
+    with torch.no_grad():
+        attention.channel.prior.copy_(torch.arange(12.0).view(3, 4))
+    prior_mean = attention.channel.prior.mean(dim=0)
+    from cscnn.models.attention import _category_prior
+
+    torch.testing.assert_close(_category_prior(attention.channel.prior, torch.tensor([0]))[0], prior_mean)
+
+
+@pytest.mark.parametrize("variant", ["cnn", "cscnn", "late_fusion"])
+def test_dedup_gives_same_loss_and_gradients(variant: str) -> None:
+    cfg = tiny_config(variant)
+    model = build_model(cfg, toy_encoder())
+    model.eval()  # no dropout noise between the two passes
+    batch, bank = toy_inputs(cfg.model.image_size)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def loss_and_grads(dedup: bool):
+        model.zero_grad()
+        out = model(batch, bank, dedup=dedup)
+        loss = loss_fn(out["logit"], batch.label)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return loss.detach(), grads, out["unique_images"]
+
+    loss_d, grads_d, n_dedup = loss_and_grads(True)
+    loss_p, grads_p, n_plain = loss_and_grads(False)
+    assert n_dedup == len(batch.item_row.unique()) < n_plain == BATCH
+    torch.testing.assert_close(loss_d, loss_p)
+    assert grads_d.keys() == grads_p.keys()
+    assert any(name.startswith("backbone") for name in grads_d) or variant == "late_fusion"
+    for name in grads_d:
+        torch.testing.assert_close(grads_d[name], grads_p[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("variant", ["no_image", "cscnn", "se"])
+def test_save_load_gives_identical_scores(variant: str, tmp_path) -> None:
+    cfg = tiny_config(variant)
+    encoder = toy_encoder()
+    model = build_model(cfg, encoder).eval()
+    batch, bank = toy_inputs(cfg.model.image_size)
+    before = model(batch, bank)["y_pred"]
+    card = save_checkpoint(tmp_path / "ckpt", model, encoder, cfg, extra={})
+    loaded, loaded_encoder, loaded_cfg, loaded_card = load_checkpoint(tmp_path / "ckpt")
+    assert loaded_card["fingerprint"] == card["fingerprint"]
+    assert loaded_encoder == encoder and loaded_cfg == cfg
+    torch.testing.assert_close(loaded(batch, bank)["y_pred"], before, rtol=0, atol=0)
+
+
+def test_tampered_checkpoint_is_refused(tmp_path) -> None:
+    from cscnn.errors import ModelMismatchError
+
+    cfg = tiny_config("cscnn")
+    encoder = toy_encoder()
+    model = build_model(cfg, encoder)
+    save_checkpoint(tmp_path / "a", model, encoder, cfg, extra={})
+    other = build_model(cfg, encoder)
+    torch.save(other.state_dict(), tmp_path / "a" / "model.pt")
+    with pytest.raises(ModelMismatchError, match="fingerprint"):
+        load_checkpoint(tmp_path / "a")
