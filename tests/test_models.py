@@ -57,7 +57,8 @@ def test_forward_shapes_and_attention_maps(variant: str) -> None:
     maps = out["attention"]
     assert len(maps) == 5  # one per conv layer
     n_unique = len(batch.item_row.unique())
-    sizes = [cfg.model.image_size // d for d in (2, 4, 8, 8, 8)]
+    first = cfg.model.image_size // cfg.model.stem_stride
+    sizes = [first, first // 2, first // 4, first // 4, first // 4]
     expected = {"se": {"channel"}, "cbam": {"channel", "spatial"}, "cscnn": {"channel", "spatial"}}
     expected |= {"cscnn_channel": {"channel"}, "cscnn_spatial": {"spatial"}}
     for layer, size, channels in zip(maps, sizes, cfg.model.conv_channels, strict=True):

@@ -56,6 +56,7 @@ class ModelConfig:
 
     variant: str = "cscnn"
     image_size: int = 64
+    stem_stride: int = 4  # stride of the first conv (CNN-F uses 4)
     conv_channels: list[int] = field(default_factory=lambda: [32, 48, 64, 64, 64])
     visual_dim: int = 32
     reduction: int = 4  # channel-attention MLP reduction ratio

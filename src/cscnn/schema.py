@@ -80,6 +80,11 @@ def _first_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _show(value: object) -> str:
+    """A value as a user wrote it (`2`, not `np.int64(2)`)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _check_column(series: pd.Series, col: Column, source: str) -> pd.Series:
     where = f"{source}: column '{col.name}'"
     values = series.reset_index(drop=True)
@@ -91,7 +96,7 @@ def _check_column(series: pd.Series, col: Column, source: str) -> pd.Series:
         if not is_str.all():
             row = _first_row(~is_str)
             raise DataContractError(
-                f"{where}: row {row}: expected a string, got {type(values[row]).__name__} {values[row]!r} "
+                f"{where}: row {row}: expected a string, got {type(values[row]).__name__} {_show(values[row])} "
                 f"(cast ids to str before writing)"
             )
         empty = (values.str.len() == 0).to_numpy()
@@ -109,7 +114,7 @@ def _check_column(series: pd.Series, col: Column, source: str) -> pd.Series:
         bad = ~np.isfinite(values.to_numpy())
         if bad.any():
             row = _first_row(bad)
-            raise DataContractError(f"{where}: row {row}: non-finite value {values[row]!r}")
+            raise DataContractError(f"{where}: row {row}: non-finite value {_show(values[row])}")
     elif col.kind == "timestamp":
         if not pd.api.types.is_datetime64_any_dtype(values):
             raise DataContractError(f"{where}: dtype {values.dtype}, expected a timestamp dtype")
@@ -118,17 +123,19 @@ def _check_column(series: pd.Series, col: Column, source: str) -> pd.Series:
         bad = ~values.isin(col.allowed).to_numpy()
         if bad.any():
             row = _first_row(bad)
-            raise DataContractError(f"{where}: row {row}: value {values[row]!r} not in allowed set {list(col.allowed)}")
+            raise DataContractError(
+                f"{where}: row {row}: value {_show(values[row])} not in allowed set {list(col.allowed)}"
+            )
     if col.min is not None:
         bad = (values < col.min).to_numpy()
         if bad.any():
             row = _first_row(bad)
-            raise DataContractError(f"{where}: row {row}: value {values[row]!r} is below the minimum {col.min}")
+            raise DataContractError(f"{where}: row {row}: value {_show(values[row])} is below the minimum {col.min}")
     if col.max is not None:
         bad = (values > col.max).to_numpy()
         if bad.any():
             row = _first_row(bad)
-            raise DataContractError(f"{where}: row {row}: value {values[row]!r} is above the maximum {col.max}")
+            raise DataContractError(f"{where}: row {row}: value {_show(values[row])} is above the maximum {col.max}")
     return values
 
 

@@ -134,13 +134,13 @@ def train(world: World, cfg: Config, out: Path | None = None, progress: bool = T
         )
         for batch in bar:
             batch = batch.to(device)
-            out = model(batch, bank, dedup=cfg.train.dedup)
-            loss = loss_fn(out["logit"], batch.label)
+            outputs = model(batch, bank, dedup=cfg.train.dedup)
+            loss = loss_fn(outputs["logit"], batch.label)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-            unique_images += out.get("unique_images", 0)
+            unique_images += outputs.get("unique_images", 0)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         val_auc = auc(val_data.label, predict(model, val_data, bank, device)) or 0.0
         record = {

@@ -1,7 +1,8 @@
 """A CNN-F-like conv stack sized for small images on CPU, with an attention module after every conv.
 
-Layout (for image size S): conv5x5/2 -> pool -> conv3x3 -> pool -> conv3x3 x3 -> pool -> linear.
-Attention runs on the feature map of its conv (sizes S/2, S/4, S/8, S/8, S/8) before any pooling.
+Layout (image size S, stem stride s): conv7x7/s -> pool -> conv3x3 -> pool -> conv3x3 x3 -> pool -> linear,
+as CNN-F (conv 11x11/4 on 224 px) scaled down. Attention runs on the feature map of its conv (sizes S/s,
+S/2s, S/4s, S/4s, S/4s) before any pooling.
 There is no batch normalisation on purpose: batch statistics would make an image's embedding depend on
 which other images share its batch, which breaks the per-batch image dedup (each unique image once).
 """
@@ -28,10 +29,11 @@ ATTENTION_OF_VARIANT = {
 PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
 
 
-def _feature_sizes(image_size: int) -> list[int]:
-    if image_size % 16:
-        raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
-    return [image_size // 2, image_size // 4, image_size // 8, image_size // 8, image_size // 8]
+def _feature_sizes(image_size: int, stride: int) -> list[int]:
+    if image_size % (8 * stride):
+        raise ValueError(f"image_size must be a multiple of 8 x stem_stride = {8 * stride}, got {image_size}")
+    first = image_size // stride
+    return [first, first // 2, first // 4, first // 4, first // 4]
 
 
 def _attention(kind: str, channels: int, size: int, cfg: ModelConfig, n_categories: int) -> nn.Module:
@@ -59,16 +61,16 @@ class VisualBackbone(nn.Module):
         super().__init__()
         if len(cfg.conv_channels) != 5:
             raise ValueError(f"conv_channels needs 5 entries (CNN-F layout), got {cfg.conv_channels}")
-        sizes = _feature_sizes(cfg.image_size)
+        sizes = _feature_sizes(cfg.image_size, cfg.stem_stride)
         channels = [3, *cfg.conv_channels]
         self.convs = nn.ModuleList()
         self.attentions = nn.ModuleList()
         for i, size in enumerate(sizes):
-            kernel, stride = (5, 2) if i == 0 else (3, 1)
+            kernel, stride = (7, cfg.stem_stride) if i == 0 else (3, 1)
             self.convs.append(nn.Conv2d(channels[i], channels[i + 1], kernel, stride, padding=kernel // 2))
             self.attentions.append(_attention(attention, channels[i + 1], size, cfg, n_categories))
         self.pool_after = {0, 1, 4}
-        final = cfg.image_size // 16
+        final = sizes[-1] // 2
         self.project = nn.Linear(channels[-1] * final * final, cfg.visual_dim)
 
     def forward(self, images: torch.Tensor, category: torch.Tensor, return_attention: bool = False) -> dict:

@@ -1,0 +1,408 @@
+"""Import McAuley's Amazon review data (2014 or 2018 release) into a world folder.
+
+A review is the only signal the data has, so it becomes a clicked impression; the user's unclicked
+impressions are sampled from items they never reviewed and share the review's request and time.
+Items that cannot be imported (no metadata, no readable image) are never dropped silently: the import
+either fails naming them or, with `missing_image="skip"`, drops them and lists them in the report.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import html
+import json
+import math
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from cscnn import schema
+from cscnn.data.io import atomic_dir, write_json, write_table
+from cscnn.data.synth import repeated_in_row
+from cscnn.errors import ConfigError, DataContractError
+
+MISSING_IMAGE_POLICIES = ("fail", "skip")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+REPORT_FILE = "import_report.json"
+UNKNOWN = "unknown"
+DEVICE = "unknown"
+NOT_IN_META = "not in metadata"
+NO_IMAGE = "no image file"
+BAD_IMAGE = "unreadable image"
+LISTED_IN_ERRORS = 5
+REJECTION_ROUNDS = 50  # then the few rows still unfilled are sampled exactly
+PRICE_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Metadata of every asin in the meta file (first record wins)."""
+
+    items: pd.DataFrame  # asin (index), category, brand, price
+    records: int
+    duplicates: int
+    prices_unparsed: int
+
+
+def import_amazon(
+    reviews: Path,
+    meta: Path,
+    images_dir: Path,
+    out: Path,
+    neg_ratio: int = 4,
+    seed: int = 0,
+    category_level: int = -1,
+    missing_image: str = "fail",
+) -> dict:
+    """Write the world for an Amazon reviews + metadata + local images triple to `out`; return the report.
+
+    Everything is read and checked before `out` is touched, and the world is written through `atomic_dir`,
+    so a failure leaves no folder behind.
+    """
+    _check_options(neg_ratio, missing_image)
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise DataContractError(f"{images_dir}: images folder not found")
+    all_reviews = read_reviews(Path(reviews))
+    catalogue = read_meta(Path(meta), category_level)
+    unique_reviews = all_reviews.drop_duplicates(["user_id", "item_id"], keep="first")
+    problems, image_files = _check_items(unique_reviews["item_id"].unique(), catalogue, images_dir)
+    skipped = _apply_policy(problems, unique_reviews, missing_image, images_dir)
+    kept = unique_reviews[~unique_reviews["item_id"].isin(problems)]
+    if kept.empty:
+        raise DataContractError(f"{reviews}: no reviews left to import after skipping {len(problems)} item(s)")
+    items = _items_table(catalogue, sorted(kept["item_id"].unique()), image_files)
+    impressions, short = _impressions(kept, items["item_id"].to_numpy(), neg_ratio, np.random.default_rng(seed))
+    users = pd.DataFrame({"user_id": sorted(kept["user_id"].unique()), "age_group": UNKNOWN, "gender": UNKNOWN})
+    days = impressions["ts"].dt.strftime("%Y-%m-%d")
+    report = {
+        "source": {"reviews": str(reviews), "meta": str(meta), "images_dir": str(images_dir)},
+        "options": {
+            "neg_ratio": neg_ratio,
+            "seed": seed,
+            "category_level": category_level,
+            "missing_image": missing_image,
+        },
+        **_outcome(all_reviews, unique_reviews, problems, skipped, catalogue, items, users, impressions, short),
+    }
+    with atomic_dir(Path(out)) as tmp:
+        _copy_images(items, image_files, tmp / schema.IMAGES_DIR)
+        write_table(items, tmp / schema.ITEMS_FILE, schema.ITEMS)
+        write_table(users, tmp / schema.USERS_FILE, schema.USERS)
+        for day, frame in impressions.groupby(days, sort=True):
+            write_table(frame, schema.impressions_path(tmp, str(day)), schema.IMPRESSIONS)
+        write_json(tmp / REPORT_FILE, report)
+    return report
+
+
+def _outcome(
+    all_reviews: pd.DataFrame,
+    unique_reviews: pd.DataFrame,
+    problems: dict[str, str],
+    skipped: list[dict],
+    catalogue: Catalogue,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    impressions: pd.DataFrame,
+    negatives_short: int,
+) -> dict:
+    """The counts and skips of the import report."""
+    days = impressions["ts"].dt.strftime("%Y-%m-%d")
+    return {
+        "counts": {
+            "reviews_read": len(all_reviews),
+            "duplicate_reviews": len(all_reviews) - len(unique_reviews),
+            "reviews_dropped": int(unique_reviews["item_id"].isin(problems).sum()),
+            "positives": int(impressions["click"].sum()),
+            "negatives": int((impressions["click"] == 0).sum()),
+            "negatives_short": negatives_short,
+            "impressions": len(impressions),
+            "items": len(items),
+            "users": len(users),
+            "categories": int(items["category"].nunique()),
+            "days": int(days.nunique()),
+            "meta_records": catalogue.records,
+            "meta_duplicates": catalogue.duplicates,
+            "prices_unparsed": catalogue.prices_unparsed,
+        },
+        "first_day": days.min(),
+        "last_day": days.max(),
+        "skipped_items": skipped,
+        "skipped_by_reason": dict(sorted(Counter(problems.values()).items())),
+    }
+
+
+def _check_options(neg_ratio: int, missing_image: str) -> None:
+    if missing_image not in MISSING_IMAGE_POLICIES:
+        raise ConfigError(f"missing_image must be one of {list(MISSING_IMAGE_POLICIES)}, got {missing_image!r}")
+    if isinstance(neg_ratio, bool) or not isinstance(neg_ratio, int) or neg_ratio < 1:
+        raise ConfigError(f"neg_ratio must be an integer >= 1, got {neg_ratio!r}")
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each non-blank line; gzip is detected by its magic bytes.
+
+    Lines are strict JSON (2018 release) or Python dict literals (2014 metadata); anything else raises
+    `DataContractError` naming the file and the line.
+    """
+    if not path.is_file():
+        raise DataContractError(f"{path}: file not found")
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    number = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") if gzipped else path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                text = line.strip()
+                if text:
+                    yield number, _parse_line(text, path, number)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DataContractError(f"{path}: line {number + 1}: cannot read ({type(exc).__name__}: {exc})") from exc
+
+
+def _parse_line(text: str, path: Path, number: int) -> dict:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            record = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            raise DataContractError(
+                f"{path}: line {number}: neither JSON nor a Python dict literal ({type(exc).__name__}): {text[:80]!r}"
+            ) from exc
+    if not isinstance(record, dict):
+        raise DataContractError(f"{path}: line {number}: expected an object, got {type(record).__name__}")
+    return record
+
+
+def _field(record: dict, name: str, path: Path, number: int) -> object:
+    value = record.get(name)
+    if value is None or value == "":
+        raise DataContractError(f"{path}: line {number}: missing field '{name}'")
+    return value
+
+
+def read_reviews(path: Path) -> pd.DataFrame:
+    """user_id, item_id, time (unix seconds), line: one row per review line."""
+    users, asins, times, lines = [], [], [], []
+    for number, record in json_lines(path):
+        stamp = _field(record, "unixReviewTime", path, number)
+        try:
+            seconds = int(stamp)
+        except (TypeError, ValueError) as exc:
+            raise DataContractError(f"{path}: line {number}: unixReviewTime {stamp!r} is not an integer") from exc
+        users.append(str(_field(record, "reviewerID", path, number)))
+        asins.append(str(_field(record, "asin", path, number)))
+        times.append(seconds)
+        lines.append(number)
+    if not users:
+        raise DataContractError(f"{path}: no reviews")
+    return pd.DataFrame({"user_id": users, "item_id": asins, "time": times, "line": lines})
+
+
+def read_meta(path: Path, category_level: int = -1) -> Catalogue:
+    """Category (at `category_level` of the first path), brand and price of each asin."""
+    rows: dict[str, tuple[str, str, float]] = {}
+    records = duplicates = unparsed = 0
+    for number, record in json_lines(path):
+        records += 1
+        asin = str(_field(record, "asin", path, number))
+        if asin in rows:
+            duplicates += 1
+            continue
+        price, parsed = _price(record.get("price"))
+        unparsed += not parsed
+        category = _category(_category_path(record, path, number), category_level)
+        rows[asin] = (category, _text(record.get("brand")), price)
+    items = pd.DataFrame.from_dict(rows, orient="index", columns=["category", "brand", "price"])
+    return Catalogue(items=items, records=records, duplicates=duplicates, prices_unparsed=unparsed)
+
+
+def _text(value: object) -> str:
+    text = html.unescape(str(value)).strip() if value is not None else ""
+    return text or UNKNOWN
+
+
+def _category_path(record: dict, path: Path, number: int) -> list[str]:
+    """2018: `category` is a list of str; 2014: `categories` is a list of such lists (the first one is used)."""
+    raw = record.get("category", record.get("categories")) or []
+    if not isinstance(raw, list):
+        raise DataContractError(f"{path}: line {number}: category path must be a list, got {type(raw).__name__}")
+    if raw and isinstance(raw[0], list):
+        raw = raw[0]
+    return [name for name in (_text(part) for part in raw) if name != UNKNOWN]
+
+
+def _category(names: list[str], level: int) -> str:
+    if not names:
+        return UNKNOWN
+    index = min(level, len(names) - 1) if level >= 0 else max(len(names) + level, 0)
+    return names[index]
+
+
+def _price(value: object) -> tuple[float, bool]:
+    """(price, parsed): floats (2014) or strings like '$12.99' / '$10.99 - $15.99' (2018); missing -> 0.0."""
+    if value is None or value == "":
+        return 0.0, True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        match = PRICE_NUMBER.search(str(value))
+        if match is None:
+            return 0.0, False
+        number = float(match.group().replace(",", ""))
+    if not math.isfinite(number) or number < 0:
+        return 0.0, False
+    return number, True
+
+
+def _find_image(images_dir: Path, asin: str) -> tuple[Path | None, str | None]:
+    """(image file, None) or (None, reason)."""
+    for extension in IMAGE_EXTENSIONS:
+        candidate = images_dir / f"{asin}{extension}"
+        if candidate.is_file():
+            try:
+                with Image.open(candidate) as image:
+                    image.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                return None, BAD_IMAGE
+            return candidate, None
+    return None, NO_IMAGE
+
+
+def _check_items(asins: np.ndarray, catalogue: Catalogue, images_dir: Path) -> tuple[dict[str, str], dict[str, Path]]:
+    """Reasons for the reviewed asins that cannot be imported, and the image file of the others."""
+    problems: dict[str, str] = {}
+    images: dict[str, Path] = {}
+    for asin in sorted(asins):
+        if asin not in catalogue.items.index:
+            problems[asin] = NOT_IN_META
+            continue
+        found, reason = _find_image(images_dir, asin)
+        if found is None:
+            problems[asin] = reason or NO_IMAGE
+        else:
+            images[asin] = found
+    return problems, images
+
+
+def _apply_policy(problems: dict[str, str], reviews: pd.DataFrame, policy: str, images_dir: Path) -> list[dict]:
+    """Raise under "fail"; under "skip" return the dropped items with their reason and review count."""
+    if not problems:
+        return []
+    counts = reviews["item_id"].value_counts()
+    if policy == "fail":
+        first = ", ".join(f"{asin} ({reason})" for asin, reason in list(problems.items())[:LISTED_IN_ERRORS])
+        by_reason = pd.Series(problems).value_counts().to_dict()
+        raise DataContractError(
+            f"{len(problems)} reviewed item(s) cannot be imported ({by_reason}; images looked up in {images_dir} "
+            f"as <asin>{'|'.join(IMAGE_EXTENSIONS)}), first: {first}. Pass missing_image='skip' "
+            "(CLI: --missing-image skip) to drop them and their reviews"
+        )
+    return [{"asin": asin, "reason": reason, "reviews": int(counts[asin])} for asin, reason in problems.items()]
+
+
+def _items_table(catalogue: Catalogue, asins: list[str], image_files: dict[str, Path]) -> pd.DataFrame:
+    meta = catalogue.items.loc[asins]
+    return pd.DataFrame(
+        {
+            "item_id": asins,
+            "category": meta["category"].to_numpy(),
+            "image": [f"{asin}{image_files[asin].suffix.lower()}" for asin in asins],
+            "brand": meta["brand"].to_numpy(),
+            "price": meta["price"].to_numpy(dtype=float),
+        }
+    )
+
+
+def _copy_images(items: pd.DataFrame, image_files: dict[str, Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for asin, name in zip(items["item_id"], items["image"], strict=True):
+        shutil.copyfile(image_files[asin], folder / name)
+
+
+def _impressions(
+    reviews: pd.DataFrame, item_ids: np.ndarray, neg_ratio: int, rng: np.random.Generator
+) -> tuple[pd.DataFrame, int]:
+    """One request per review: the reviewed item (click=1) plus up to `neg_ratio` sampled negatives.
+
+    Returns the impressions and how many negatives could not be drawn (users who reviewed almost every item).
+    """
+    positives = reviews.sort_values(["time", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    user_index = pd.Index(sorted(positives["user_id"].unique()))
+    user = user_index.get_indexer(positives["user_id"])
+    item = pd.Index(item_ids).get_indexer(positives["item_id"])
+    negatives = sample_negatives(user, item, len(item_ids), neg_ratio, rng)
+    slots = np.column_stack([item, negatives])
+    valid = slots >= 0
+    keys = np.where(valid, rng.random(slots.shape), np.inf)
+    position = np.argsort(np.argsort(keys, axis=1), axis=1) + 1
+    width = max(8, len(str(len(positives))))
+    request_id = np.asarray([f"r{i:0{width}d}" for i in range(len(positives))], dtype=object)
+    row = np.broadcast_to(np.arange(len(positives))[:, None], slots.shape)[valid]
+    impressions = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(positives["time"].to_numpy()[row], unit="s", utc=True),
+            "request_id": request_id[row],
+            "user_id": positives["user_id"].to_numpy()[row],
+            "item_id": item_ids[slots[valid]],
+            "position": position[valid].astype(np.int64),
+            "device": DEVICE,
+            "click": np.broadcast_to(np.arange(slots.shape[1]) == 0, slots.shape)[valid].astype(np.int64),
+        }
+    )
+    return impressions, int(len(positives) * neg_ratio - valid[:, 1:].sum())
+
+
+def sample_negatives(
+    user: np.ndarray, item: np.ndarray, n_items: int, neg_ratio: int, rng: np.random.Generator
+) -> np.ndarray:
+    """[len(user), neg_ratio] item indices the user never reviewed, distinct per row; -1 where none is left.
+
+    `user`/`item` are the (user, reviewed item) index pairs of the positives, one row each.
+    """
+    reviewed = np.unique(user.astype(np.int64) * n_items + item)
+    per_user = np.bincount(reviewed // n_items, minlength=user.max() + 1)
+    wanted = np.minimum(neg_ratio, n_items - per_user[user])
+    open_slot = np.arange(neg_ratio)[None, :] < wanted[:, None]
+    placeholder = -1 - np.arange(neg_ratio)[None, :]  # distinct per column, never a real item
+    draws = np.where(open_slot, rng.integers(0, n_items, (len(user), neg_ratio)), placeholder)
+
+    def rejected(values: np.ndarray) -> np.ndarray:
+        keys = user[:, None].astype(np.int64) * n_items + values
+        return open_slot & (np.isin(keys, reviewed) | repeated_in_row(values))
+
+    bad = rejected(draws)
+    for _ in range(REJECTION_ROUNDS):
+        if not bad.any():
+            break
+        draws[bad] = rng.integers(0, n_items, int(bad.sum()))
+        bad = rejected(draws)
+    for row in np.flatnonzero(bad.any(axis=1)):
+        draws[row] = _exact_negatives(draws[row], bad[row], user, item, user[row], n_items, rng)
+    return np.where(open_slot, draws, -1)
+
+
+def _exact_negatives(
+    slots: np.ndarray,
+    bad: np.ndarray,
+    user: np.ndarray,
+    item: np.ndarray,
+    who: int,
+    n_items: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Fill the rejected slots of one row from the items the user never reviewed and the row does not hold."""
+    taken = np.concatenate([item[user == who], slots[~bad]])
+    pool = np.setdiff1d(np.arange(n_items), taken)
+    filled = slots.copy()
+    filled[bad] = rng.choice(pool, int(bad.sum()), replace=False)
+    return filled

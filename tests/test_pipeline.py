@@ -1,0 +1,134 @@
+"""End to end on the tiny profile: synth -> train -> evaluate -> embed, through the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cscnn import schema
+from cscnn.checkpoint import load_checkpoint
+from cscnn.cli import app
+from cscnn.config import load_config
+from cscnn.data.io import open_world, write_table
+from cscnn.data.synth import generate_world
+from cscnn.embed import load_table
+from cscnn.errors import ModelMismatchError
+from cscnn.evaluate import evaluate_checkpoint
+from cscnn.features import encode, feature_frame
+from cscnn.train import train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "world"
+    generate_world(load_config("tiny").world, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(world_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "cscnn"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(world_dir), "--profile", "tiny", "--variant", "cscnn", "--out", str(out), "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_a_loadable_checkpoint(trained) -> None:
+    _model, _encoder, cfg, card = load_checkpoint(trained)
+    assert card["variant"] == "cscnn" and cfg.model.variant == "cscnn"
+    assert 1 <= card["best_epoch"] <= cfg.train.epochs
+    assert len(card["history"]) <= cfg.train.epochs
+    assert card["days"]["test"] and card["days"]["val"] and card["days"]["train"]
+    assert set(card["days"]["train"]).isdisjoint(card["days"]["test"])
+
+
+def test_evaluate_cli_writes_metrics(world_dir, trained) -> None:
+    result = runner.invoke(app, ["evaluate", "--data", str(world_dir), "--model", str(trained)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert 0.0 <= metrics["auc"] <= 1.0 and metrics["logloss"] > 0
+    assert metrics["n_cold_start"] > 0, "the tiny world adds new items every day"
+    assert set(metrics["per_category_auc"]) == set(open_world(world_dir).items["category"])
+    assert metrics["model_fingerprint"] == load_checkpoint(trained)[3]["fingerprint"]
+
+
+def test_embedding_table_scores_equal_the_model(world_dir, trained, tmp_path) -> None:
+    result = runner.invoke(
+        app, ["embed", "--data", str(world_dir), "--model", str(trained), "--out", str(tmp_path / "t")]
+    )
+    assert result.exit_code == 0, result.output
+    model, encoder, cfg, card = load_checkpoint(trained)
+    table = load_table(tmp_path / "t", expected_fingerprint=card["fingerprint"])
+    world = open_world(world_dir)
+    frame = feature_frame(world, world.impressions(card["days"]["test"]))
+    data = encode(frame, encoder)
+    vectors, found = table.lookup(frame["item_id"].to_numpy())
+    assert found.all()
+    from cscnn.features import image_bank
+
+    bank = image_bank(world, encoder, cfg.model.image_size)
+    batch = data.batch(np.arange(len(data)))
+    with torch.no_grad():
+        direct = model(batch, bank)["logit"]
+        from_table = model.score(batch.sparse, batch.dense, torch.from_numpy(vectors))
+    torch.testing.assert_close(from_table, direct, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ModelMismatchError, match="rebuild it with `cscnn embed`"):
+        load_table(tmp_path / "t", expected_fingerprint="0" * 16)
+    unknown, found = table.lookup(["not-an-item"])
+    assert not found[0]
+    np.testing.assert_allclose(unknown[0], table.category_vectors[0])
+
+
+def test_same_seed_same_model(world_dir) -> None:
+    cfg = load_config("tiny", overrides=["model.variant=cnn", "train.epochs=1"])
+    world = open_world(world_dir)
+    a, b = train(world, cfg, progress=False), train(world, cfg, progress=False)
+    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, msg=name)
+
+
+def test_unseen_category_at_inference_falls_back(world_dir, trained, tmp_path) -> None:
+    """A catalogue category the model never saw evaluates with the mean category prior, not an error."""
+    copy = tmp_path / "world"
+    shutil.copytree(world_dir, copy)
+    items = pd.read_parquet(copy / schema.ITEMS_FILE)
+    items.loc[items.index[:5], "category"] = "brand-new-category"
+    write_table(items, copy / schema.ITEMS_FILE, schema.ITEMS)
+    metrics = evaluate_checkpoint(trained, copy)
+    assert "brand-new-category" in metrics["per_category_auc"]
+    assert 0.0 <= metrics["auc"] <= 1.0
+
+
+def test_cli_errors_are_one_clear_line(tmp_path) -> None:
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "world folder not found" in result.output and "Traceback" not in result.output
+    result = runner.invoke(
+        app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "train.epochz=3"]
+    )
+    assert result.exit_code == 2 and "unknown key 'epochz'" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_image_stops_training_before_anything_is_written(world_dir, tmp_path) -> None:
+    copy = tmp_path / "world"
+    shutil.copytree(world_dir, copy)
+    items = pd.read_parquet(copy / schema.ITEMS_FILE)
+    (copy / schema.IMAGES_DIR / items["image"][3]).write_bytes(b"not an image")
+    result = runner.invoke(
+        app, ["train", "--data", str(copy), "--profile", "tiny", "--out", str(tmp_path / "ckpt"), "--quiet"]
+    )
+    assert result.exit_code == 2
+    assert "cannot decode image" in result.output and "items.parquet row 3" in result.output
+    assert not (tmp_path / "ckpt").exists()
