@@ -70,7 +70,10 @@ def test_forward_shapes_and_attention_maps(variant: str) -> None:
 
 
 def test_cscnn_attention_depends_on_category() -> None:
-    cfg = tiny_config("cscnn")
+    # Wide enough that the attention MLP (hidden = channels / reduction) is not a couple of dead ReLUs.
+    cfg = load_config(
+        "tiny", overrides=["model.variant=cscnn", "model.conv_channels=[16,16,16,16,16]", "model.reduction=2"]
+    )
     model = build_model(cfg, toy_encoder()).eval()
     _, bank = toy_inputs(cfg.model.image_size)
     image = bank.images[:1].repeat(3, 1, 1, 1)  # one image, three categories

@@ -23,6 +23,7 @@ from cscnn import schema
 from cscnn.config import WorldConfig
 from cscnn.data.io import atomic_dir, write_json, write_table
 from cscnn.errors import ConfigError
+from cscnn.metrics import auc
 
 # Bump when a change to this module changes the output for a given config: old worlds then need --force.
 GENERATOR_VERSION = 1
@@ -531,21 +532,11 @@ def _write_days(
                 "new_items": int((catalogue.first_day == day).sum()),
                 "cold_rows": int(cold.sum()),
                 "cold_items_shown": len(np.unique(rows[cold])),
-                "oracle_auc": _auc(frame["click"].to_numpy(), probability),
+                "oracle_auc": auc(frame["click"].to_numpy(), probability),
             }
         )
         shown_before[rows] = True
     return stats
-
-
-def _auc(label: np.ndarray, score: np.ndarray) -> float | None:
-    """ROC AUC by ranks: the ceiling any model can reach on this day (the true click probability)."""
-    positives = int(label.sum())
-    negatives = len(label) - positives
-    if positives == 0 or negatives == 0:
-        return None
-    ranks = pd.Series(score).rank().to_numpy()
-    return float((ranks[label == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def _write_truth(population: Population, catalogue: Catalogue, folder: Path) -> None:
