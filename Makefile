@@ -24,8 +24,8 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/cscnn data synth --profile $(PROFILE) --out $(DATA)
 	$(BIN)/cscnn train --data $(DATA) --profile $(PROFILE) --variant cscnn --out $(RUN)/cscnn
-	$(BIN)/cscnn evaluate --data $(DATA) --model $(RUN)/cscnn
-	$(BIN)/cscnn embed --data $(DATA) --model $(RUN)/cscnn --out $(RUN)/cscnn/embeddings
+	$(BIN)/cscnn evaluate --data $(DATA) --model $(RUN)/cscnn --out $(RUN)/metrics.json
+	$(BIN)/cscnn embed --data $(DATA) --model $(RUN)/cscnn --out $(RUN)/embeddings
 
 test: venv
 	$(BIN)/python -m pytest
@@ -39,7 +39,7 @@ compare: venv
 	$(BIN)/cscnn compare --data $(DATA) --profile $(PROFILE) --seeds 3 --out docs/results.md
 
 bench: venv
-	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py --profile $(PROFILE) --data $(DATA)
 
 clean:
 	rm -rf data artifacts .state

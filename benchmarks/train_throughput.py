@@ -64,10 +64,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/small"))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--variants", default="cnn,cscnn")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_throughput.json"))
+    parser.add_argument("--batch-size", type=int, default=0, help="impressions per batch (default: the profile's)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: benchmarks/results/train_throughput_<profile>.json"
+    )
     args = parser.parse_args()
+    args.out = args.out or Path(f"benchmarks/results/train_throughput_{args.profile}.json")
 
-    base = load_config(args.profile)
+    overrides = [f"train.batch_size={args.batch_size}"] if args.batch_size else []
+    base = load_config(args.profile, overrides=overrides)
     torch.set_num_threads(base.train.num_threads or os.cpu_count() or 1)
     generate_world(base.world, args.data)
     world = open_world(args.data)
@@ -87,7 +92,7 @@ def main() -> None:
         print(f"{variant:8s} speedup from dedup: {on['impressions_per_s'] / off['impressions_per_s']:.1f}x")
     result = {
         "command": f"python benchmarks/train_throughput.py --profile {args.profile} --data {args.data} "
-        f"--steps {args.steps} --variants {args.variants}",
+        f"--steps {args.steps} --variants {args.variants} --batch-size {base.train.batch_size}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
         "rows": rows,

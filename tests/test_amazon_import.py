@@ -230,3 +230,29 @@ def test_the_importer_never_samples_a_reviewed_item_on_a_bigger_catalogue() -> N
     assert (negatives >= 0).all()
     assert not any((u, n) in reviewed for u, row in zip(user.tolist(), negatives.tolist(), strict=True) for n in row)
     assert all(len(set(row)) == 4 for row in negatives.tolist())
+
+
+def test_existing_output_is_replaced_only_with_force(source_2018, tmp_path) -> None:
+    out = tmp_path / "world"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not empty; pass force=True"):
+        import_amazon(**source_2018, out=out, missing_image="skip")
+    assert (out / "precious.txt").read_text() == "keep me"
+    import_amazon(**source_2018, out=out, missing_image="skip", force=True)
+    assert not (out / "precious.txt").exists()
+
+
+def test_cli_imports_and_refuses_to_overwrite(source_2018, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cscnn.cli import app
+
+    args = ["data", "import-amazon", "--reviews", str(source_2018["reviews"]), "--meta", str(source_2018["meta"])]
+    args += ["--images", str(source_2018["images_dir"]), "--out", str(tmp_path / "w"), "--missing-image", "skip"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["counts"]["positives"] > 0
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "pass force=True (CLI: --force)" in again.output
+    assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0

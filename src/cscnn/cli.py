@@ -71,12 +71,13 @@ def data_import_amazon(
     missing_image: Annotated[
         str, typer.Option(help="fail or skip items without an image (skips are reported).")
     ] = "fail",
+    force: Annotated[bool, typer.Option(help="Replace an existing, non-empty output folder.")] = False,
 ) -> None:
     """Import McAuley's Amazon review data: a review is a click, negatives are sampled per user."""
     from cscnn.data.amazon import import_amazon
 
     try:
-        report = import_amazon(reviews, meta, images, out, neg_ratio, seed, category_level, missing_image)
+        report = import_amazon(reviews, meta, images, out, neg_ratio, seed, category_level, missing_image, force)
     except CSCNNError as exc:
         _fail(exc)
     _print_json(report)

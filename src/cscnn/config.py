@@ -57,7 +57,7 @@ class ModelConfig:
     variant: str = "cscnn"
     image_size: int = 64
     stem_stride: int = 4  # stride of the first conv (CNN-F uses 4)
-    conv_channels: list[int] = field(default_factory=lambda: [32, 48, 64, 64, 64])
+    conv_channels: list[int] = field(default_factory=lambda: [16, 32, 32, 32, 32])
     visual_dim: int = 32
     reduction: int = 4  # channel-attention MLP reduction ratio
     channel_prior_dim: int = 16  # size of the per-category, per-layer channel prior Ac_k
@@ -71,7 +71,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 2048
     lr: float = 2e-3
     weight_decay: float = 0.0

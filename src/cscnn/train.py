@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from cscnn.checkpoint import build_model, save_checkpoint
 from cscnn.config import Config
 from cscnn.data.io import World
+from cscnn.errors import ConfigError
 from cscnn.features import (
     DaySplit,
     EncodedSplit,
@@ -31,8 +32,11 @@ PREDICT_BATCH = 8192
 
 
 def select_device(name: str) -> torch.device:
+    """`auto`: CUDA when present, else CPU. Asking for CUDA on a machine without it is a config error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but no CUDA device is available here; use 'auto' or 'cpu'")
     return torch.device(name)
 
 
@@ -79,7 +83,7 @@ def pretrain_backbone(
     """Late fusion's stand-in for ImageNet features: train the CNN to classify catalogue images by
     category, then freeze it. Only its projection and the CTR network learn from clicks."""
     assert model.backbone is not None
-    head = torch.nn.Linear(cfg.model.visual_dim, len(bank.categories.unique()) + 1).to(device)
+    head = torch.nn.Linear(cfg.model.visual_dim, int(bank.categories.max()) + 1).to(device)
     params = list(model.backbone.parameters()) + list(head.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
     for _ in range(cfg.model.pretrain_epochs):

@@ -61,13 +61,16 @@ def import_amazon(
     seed: int = 0,
     category_level: int = -1,
     missing_image: str = "fail",
+    force: bool = False,
 ) -> dict:
     """Write the world for an Amazon reviews + metadata + local images triple to `out`; return the report.
 
     Everything is read and checked before `out` is touched, and the world is written through `atomic_dir`,
-    so a failure leaves no folder behind.
+    so a failure leaves no folder behind. An existing non-empty `out` is replaced only with `force`.
     """
     _check_options(neg_ratio, missing_image)
+    if Path(out).exists() and any(Path(out).iterdir()) and not force:
+        raise ConfigError(f"{out}: folder exists and is not empty; pass force=True (CLI: --force) to replace it")
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise DataContractError(f"{images_dir}: images folder not found")

@@ -58,7 +58,8 @@ class ChannelAttention(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels))
 
     def forward(self, x: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
-        avg, mx = x.mean(dim=(2, 3)), x.amax(dim=(2, 3))
+        # max_pool/max keep the argmax for backward; amax's backward (tie-splitting) is several times slower.
+        avg, mx = x.mean(dim=(2, 3)), nn.functional.adaptive_max_pool2d(x, 1).flatten(1)
         if self.prior is not None:
             prior = _category_prior(self.prior, category)
             avg, mx = torch.cat([avg, prior], dim=1), torch.cat([mx, prior], dim=1)
@@ -79,7 +80,7 @@ class SpatialAttention(nn.Module):
         self.conv = nn.Conv2d(in_channels, 1, kernel_size=kernel, padding=kernel // 2)
 
     def forward(self, x: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
-        parts = [x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)]
+        parts = [x.mean(dim=1, keepdim=True), x.max(dim=1, keepdim=True).values]
         if self.prior is not None:
             parts.append(_category_prior(self.prior, category).view(-1, 1, *self.shape))
         return torch.sigmoid(self.conv(torch.cat(parts, dim=1))).squeeze(1)
