@@ -25,27 +25,25 @@ from cscnn.checkpoint import build_model
 from cscnn.config import load_config
 from cscnn.data.io import open_world
 from cscnn.data.synth import generate_world
-from cscnn.train import prepare, seed_everything
+from cscnn.train import make_optimizer, prepare, seed_everything, train_step
 
 
 def measure(cfg, prepared, dedup: bool, steps: int, warmup: int = 2) -> dict:
     rng = seed_everything(cfg.train.seed)
     model = build_model(cfg, prepared.encoder).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    batches = prepared.data["train"].batches(cfg.train.batch_size, rng)
+    optimizer = make_optimizer(model, cfg)
+    data = prepared.data["train"]
+    if (warmup + steps) * cfg.train.batch_size > len(data):
+        raise SystemExit(f"only {len(data)} training impressions: fewer steps or a smaller batch, please")
+    batches = data.batches(cfg.train.batch_size, rng)
     timings, uniques = [], []
     for step in range(warmup + steps):
         batch = next(batches)
         start = time.perf_counter()
-        out = model(batch, prepared.bank, dedup=dedup)
-        loss = loss_fn(out["logit"], batch.label)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        _, n_images = train_step(model, batch, prepared.bank, optimizer, dedup)
         if step >= warmup:
             timings.append(time.perf_counter() - start)
-            uniques.append(out.get("unique_images", 0))
+            uniques.append(n_images)
     seconds = float(np.sum(timings))
     return {
         "variant": cfg.model.variant,

@@ -130,3 +130,11 @@ def test_contract_doc_is_generated_from_the_code() -> None:
 
     doc = (Path(__file__).parents[1] / "docs" / "data_contract.md").read_text()
     assert schema.contract_markdown().strip() in doc, "regenerate the tables with `cscnn data contract`"
+
+
+@pytest.mark.parametrize("name", ["today", "20260101", "2026-1-1"])
+def test_day_files_must_be_named_by_iso_date(tmp_path, name: str) -> None:
+    write_world(tmp_path / "w")
+    (tmp_path / "w" / schema.IMPRESSIONS_DIR / f"{name}.parquet").write_bytes(b"")
+    with pytest.raises(DataContractError, match=f"{name}.parquet: file name is not a YYYY-MM-DD day"):
+        open_world(tmp_path / "w")

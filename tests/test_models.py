@@ -96,15 +96,18 @@ def test_category_blind_attention_ignores_category(variant: str) -> None:
 
 
 def test_unseen_category_uses_mean_prior() -> None:
+    """Category 0 (never seen in training) must behave exactly like a category whose priors are the mean."""
     cfg = tiny_config("cscnn")
     model = build_model(cfg, toy_encoder()).eval()
-    attention = model.backbone.attentions[0]
+    _, bank = toy_inputs(cfg.model.image_size)
+    image = bank.images[:1]
     with torch.no_grad():
-        attention.channel.prior.copy_(torch.arange(12.0).view(3, 4))
-    prior_mean = attention.channel.prior.mean(dim=0)
-    from cscnn.models.attention import _category_prior
-
-    torch.testing.assert_close(_category_prior(attention.channel.prior, torch.tensor([0]))[0], prior_mean)
+        unseen = model.encode_images(image, torch.tensor([0]))["visual"]
+        for attention in model.backbone.attentions:
+            for part in (attention.channel, attention.spatial):
+                part.prior.copy_(part.prior.mean(dim=0, keepdim=True).expand_as(part.prior))
+        averaged = model.encode_images(image, torch.tensor([2]))["visual"]
+    torch.testing.assert_close(unseen, averaged)
 
 
 @pytest.mark.parametrize("variant", ["cnn", "cscnn", "late_fusion"])

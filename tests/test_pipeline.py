@@ -21,7 +21,7 @@ from cscnn.embed import load_table
 from cscnn.errors import ModelMismatchError
 from cscnn.evaluate import evaluate_checkpoint
 from cscnn.features import encode, feature_frame
-from cscnn.train import train
+from cscnn.train import prepare, train
 
 runner = CliRunner()
 
@@ -53,10 +53,12 @@ def test_train_writes_a_loadable_checkpoint(trained) -> None:
     assert set(card["days"]["train"]).isdisjoint(card["days"]["test"])
 
 
-def test_evaluate_cli_writes_metrics(world_dir, trained) -> None:
-    result = runner.invoke(app, ["evaluate", "--data", str(world_dir), "--model", str(trained)])
+def test_evaluate_cli_writes_metrics(world_dir, trained, tmp_path) -> None:
+    args = ["evaluate", "--data", str(world_dir), "--model", str(trained), "--out", str(tmp_path / "m.json")]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    metrics = json.loads((trained / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert json.loads(result.output) == metrics
     assert 0.0 <= metrics["auc"] <= 1.0 and metrics["logloss"] > 0
     assert metrics["n_cold_start"] > 0, "the tiny world adds new items every day"
     assert set(metrics["per_category_auc"]) == set(open_world(world_dir).items["category"])
@@ -85,9 +87,19 @@ def test_embedding_table_scores_equal_the_model(world_dir, trained, tmp_path) ->
     torch.testing.assert_close(from_table, direct, rtol=1e-4, atol=1e-5)
     with pytest.raises(ModelMismatchError, match="rebuild it with `cscnn embed`"):
         load_table(tmp_path / "t", expected_fingerprint="0" * 16)
-    unknown, found = table.lookup(["not-an-item"])
-    assert not found[0]
-    np.testing.assert_allclose(unknown[0], table.category_vectors[0])
+    category = encoder.categories[1]
+    unknown, found = table.lookup(
+        ["not-an-item", "not-an-item", items_known := frame["item_id"][0]], [category, "?", "?"]
+    )
+    assert found.tolist() == [False, False, True]
+    np.testing.assert_allclose(unknown[0], table.category_vectors[2])  # row k+1 holds category k (0-based)
+    np.testing.assert_allclose(unknown[0], vectors_of_category(table, category), rtol=1e-5)
+    np.testing.assert_allclose(unknown[1], table.category_vectors[0])
+    np.testing.assert_allclose(unknown[2], table.lookup([items_known])[0][0])
+
+
+def vectors_of_category(table, category: str) -> np.ndarray:
+    return np.asarray(table.vectors)[table.categories == category].mean(axis=0)
 
 
 def test_same_seed_same_model(world_dir) -> None:
@@ -108,6 +120,37 @@ def test_unseen_category_at_inference_falls_back(world_dir, trained, tmp_path) -
     metrics = evaluate_checkpoint(trained, copy)
     assert "brand-new-category" in metrics["per_category_auc"]
     assert 0.0 <= metrics["auc"] <= 1.0
+
+
+def test_vocabularies_come_from_training_days_only(world_dir) -> None:
+    world = open_world(world_dir)
+    prepared = prepare(world, load_config("tiny"))
+    train_items = set(world.impressions(prepared.split.train)["item_id"])
+    test_frame = world.impressions(prepared.split.test)
+    new_items = ~test_frame["item_id"].isin(train_items).to_numpy()
+    assert new_items.any()
+    assert (prepared.data["test"].cold == new_items).all()
+    assert set(prepared.encoder.vocabs["item_id"]) == train_items
+    train_categories = world.items.set_index("item_id").loc[sorted(train_items), "category"]
+    assert prepared.encoder.categories == sorted(set(train_categories))
+
+
+def test_late_fusion_trains_only_on_top_of_a_frozen_cnn(world_dir, monkeypatch) -> None:
+    import cscnn.train as train_module
+
+    snapshots = {}
+    original = train_module.pretrain_backbone
+
+    def pretrain_and_snapshot(model, *args):
+        original(model, *args)
+        snapshots.update({k: v.clone() for k, v in model.backbone.state_dict().items()})
+
+    monkeypatch.setattr(train_module, "pretrain_backbone", pretrain_and_snapshot)
+    result = train(open_world(world_dir), load_config("tiny", overrides=["model.variant=late_fusion"]), progress=False)
+    assert snapshots, "late fusion must pretrain its CNN"
+    for name, tensor in result.model.backbone.state_dict().items():
+        torch.testing.assert_close(tensor, snapshots[name], rtol=0, atol=0, msg=name)
+    assert result.history[-1]["train_loss"] > 0
 
 
 def test_cli_errors_are_one_clear_line(tmp_path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -60,11 +61,15 @@ def load_checkpoint(path: Path) -> tuple[CTRModel, FeatureEncoder, Config, dict]
         raise CSCNNError(
             f"{path}: not a model checkpoint (expected {WEIGHTS_FILE} and {CARD_FILE}; train one with `cscnn train`)"
         )
-    card = json.loads((path / CARD_FILE).read_text())
-    cfg = config_from_dict(card["config"])
-    encoder = FeatureEncoder.from_dict(card["encoder"])
-    model = build_model(cfg, encoder)
-    model.load_state_dict(torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    try:
+        card = json.loads((path / CARD_FILE).read_text())
+        cfg = config_from_dict(card["config"])
+        encoder = FeatureEncoder.from_dict(card["encoder"])
+        model = build_model(cfg, encoder)
+        model.load_state_dict(torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    except (ValueError, KeyError, RuntimeError, CSCNNError, pickle.UnpicklingError) as exc:
+        # json, a missing card key, a config error, a torch shape mismatch or a corrupt weights file
+        raise CSCNNError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
     model.eval()
     if fingerprint(model) != card["fingerprint"]:
         raise ModelMismatchError(f"{path}: weights do not match the fingerprint in {CARD_FILE} (file replaced?)")

@@ -26,6 +26,7 @@ Overrides = Annotated[
 DataDir = Annotated[Path, typer.Option("--data", help="World folder (see docs/data_contract.md).")]
 ModelDir = Annotated[Path, typer.Option("--model", help="Checkpoint folder written by `cscnn train`.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, or cuda[:N].")]
 
 
 def _fail(exc: Exception) -> None:
@@ -130,17 +131,19 @@ def evaluate_cmd(
     day: Annotated[
         list[str] | None, typer.Option(help="Day(s) to evaluate on (default: the model's test days).")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Metrics JSON to write (default: <model>/metrics.json).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the metrics JSON to this file.")] = None,
+    device: Device = "auto",
 ) -> None:
-    """Evaluate a checkpoint: AUC, logloss, per-category AUC and cold-start AUC, as JSON."""
+    """Evaluate a checkpoint: AUC, logloss, per-category AUC and cold-start AUC, printed as JSON."""
     from cscnn.data.io import write_json
     from cscnn.evaluate import evaluate_checkpoint
 
     try:
-        metrics = evaluate_checkpoint(model, data, day)
+        metrics = evaluate_checkpoint(model, data, day, device)
     except CSCNNError as exc:
         _fail(exc)
-    write_json(out or model / "metrics.json", metrics)
+    if out is not None:
+        write_json(out, metrics)
     _print_json(metrics)
 
 
@@ -149,12 +152,13 @@ def embed_cmd(
     data: DataDir,
     model: ModelDir,
     out: Annotated[Path, typer.Option(help="Embedding table folder to write.")],
+    device: Device = "auto",
 ) -> None:
     """Precompute every catalogue item's visual vector into a lookup table keyed by the model version."""
     from cscnn.embed import export_table
 
     try:
-        meta = export_table(model, data, out)
+        meta = export_table(model, data, out, device)
     except CSCNNError as exc:
         _fail(exc)
     typer.echo(
@@ -174,7 +178,7 @@ def compare_cmd(
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1).")] = 3,
     config: ConfigFile = None,
     overrides: Overrides = None,
-    quiet: Quiet = True,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars per run.")] = False,
 ) -> None:
     """Train every variant on the same split and seeds; write the results table."""
     from cscnn.compare import run_comparison, write_results
@@ -187,7 +191,7 @@ def compare_cmd(
         if unknown:
             raise CSCNNError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
         world = open_world(data)
-        rows = run_comparison(world, cfg, chosen, list(range(seeds)), progress=not quiet)
+        rows = run_comparison(world, cfg, chosen, list(range(seeds)), progress=progress)
     except CSCNNError as exc:
         _fail(exc)
     command = "cscnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -12,11 +12,16 @@ import yaml
 
 from cscnn.config import Config
 from cscnn.data.io import World, atomic_write_text, write_json
-from cscnn.train import evaluate_split, select_device, train
+from cscnn.errors import CSCNNError
+from cscnn.train import evaluate_split, prepare, select_device, train
 
 
 def run_comparison(world: World, cfg: Config, variants: list[str], seeds: list[int], progress: bool) -> list[dict]:
     """Train and test each (variant, seed); returns one row of test metrics per run."""
+    if not variants or not seeds:
+        raise CSCNNError("compare needs at least one variant and one seed")
+    needs_images = any(v != "no_image" for v in variants)
+    prepared = prepare(world, cfg, images=needs_images)  # the same split, vocabularies and images for every run
     rows = []
     for variant in variants:
         for seed in seeds:
@@ -25,9 +30,9 @@ def run_comparison(world: World, cfg: Config, variants: list[str], seeds: list[i
                 model=dataclasses.replace(cfg.model, variant=variant),
                 train=dataclasses.replace(cfg.train, seed=seed),
             )
-            result = train(world, run_cfg, out=None, progress=progress)
+            result = train(world, run_cfg, out=None, progress=progress, prepared=prepared)
             device = select_device(run_cfg.train.device)
-            bank = result.prepared.bank.to(device) if result.prepared.bank is not None else None
+            bank = prepared.bank.to(device) if variant != "no_image" else None
             metrics = evaluate_split(result.model, result.prepared.data["test"], bank, device)
             rows.append(
                 {

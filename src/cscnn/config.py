@@ -94,6 +94,39 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self) -> Config:
+        """Reject settings that would fail deep inside torch later, with the setting's name."""
+        m, t = self.model, self.train
+        checks = [
+            (m.variant in VARIANTS, f"model.variant={m.variant!r}: choose one of {list(VARIANTS)}"),
+            (m.stem_stride >= 1, "model.stem_stride must be >= 1"),
+            (
+                m.image_size > 0 and m.image_size % (8 * m.stem_stride) == 0,
+                f"model.image_size={m.image_size} must be a positive multiple of 8 x model.stem_stride "
+                f"= {8 * m.stem_stride}",
+            ),
+            (
+                len(m.conv_channels) == 5 and all(c >= 1 for c in m.conv_channels),
+                f"model.conv_channels={m.conv_channels} needs 5 positive widths (CNN-F layout)",
+            ),
+            (all(w >= 1 for w in m.deep_layers), f"model.deep_layers={m.deep_layers} must be positive widths"),
+            (m.spatial_kernel >= 1 and m.spatial_kernel % 2 == 1, "model.spatial_kernel must be odd and >= 1"),
+            (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
+            (m.cross_layers >= 0 and m.pretrain_epochs >= 0, "model.cross_layers/pretrain_epochs must be >= 0"),
+            (
+                min(m.visual_dim, m.reduction, m.channel_prior_dim, m.embed_dim) >= 1,
+                "model.visual_dim, reduction, channel_prior_dim and embed_dim must be >= 1",
+            ),
+            (t.epochs >= 1 and t.batch_size >= 1 and t.patience >= 1, "train.epochs/batch_size/patience must be >= 1"),
+            (t.lr > 0 and t.weight_decay >= 0, "train.lr must be > 0 and train.weight_decay >= 0"),
+            (t.val_days >= 1 and t.test_days >= 1, "train.val_days and train.test_days must be >= 1"),
+            (t.window_days >= 0 and t.num_threads >= 0, "train.window_days and train.num_threads must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
 
 def profiles() -> dict[str, dict]:
     text = resources.files("cscnn").joinpath("profiles.yaml").read_text()
@@ -162,12 +195,10 @@ def load_config(profile: str = "small", config_file: Path | None = None, overrid
         for part in reversed(path_parts):
             nested = {part: nested}
         _merge(cfg, nested, f"override '{item}'")
-    if cfg.model.variant not in VARIANTS:
-        raise ConfigError(f"unknown model variant '{cfg.model.variant}'; choose one of {list(VARIANTS)}")
-    return cfg
+    return cfg.validate()
 
 
 def config_from_dict(data: dict) -> Config:
     cfg = Config()
     _merge(cfg, data, "config")
-    return cfg
+    return cfg.validate()

@@ -6,7 +6,8 @@ folder, laid out for fast CPU lookup (one contiguous float32 matrix, memory-mapp
     vectors.npy           float32 [n_items, visual_dim], row i = items.parquet row i
     items.parquet         item_id, category (row order of vectors.npy)
     category_vectors.npy  float32 [n_categories + 1, visual_dim]: row 0 the mean over all items,
-                          row k the mean of category k (the cold-start fallback for an unseen item)
+                          row k the mean of the model's category k; `lookup` falls back to these for an
+                          item that is not in the table
     meta.json             model_fingerprint, variant, categories, sizes
 
 Every table records the fingerprint of the model that built it; `load_table` refuses a table whose
@@ -52,23 +53,33 @@ class EmbeddingTable:
     category_vectors: np.ndarray
     meta: dict
 
-    def lookup(self, item_ids: list[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors for `item_ids` (vectorised) and a mask of which were found; misses get the global mean."""
+    def lookup(
+        self, item_ids: list[str] | np.ndarray, categories: list[str] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors for `item_ids` (vectorised) and a mask of which were in the table.
+
+        A miss (an ad newer than the table) gets the mean vector of its category when `categories` names a
+        category the model knows, else the mean over all items.
+        """
         rows = self.item_ids.get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
         found = rows >= 0
-        out = np.where(found[:, None], self.vectors[np.maximum(rows, 0)], self.category_vectors[0])
+        fallback_rows = np.zeros(len(rows), dtype=np.int64)
+        if categories is not None:
+            known = pd.Index(self.category_names).get_indexer(pd.Index(np.asarray(categories, dtype=object)))
+            fallback_rows = known + 1  # -1 (unknown category) -> row 0, the global mean
+        out = np.where(found[:, None], self.vectors[np.maximum(rows, 0)], self.category_vectors[fallback_rows])
         return out.astype(np.float32), found
 
 
-def export_table(model_dir: Path, world_dir: Path, out: Path) -> dict:
+def export_table(model_dir: Path, world_dir: Path, out: Path, device: str = "auto") -> dict:
     """Compute every catalogue item's visual vector with the checkpoint's CNN and write the table."""
     model, encoder, cfg, card = load_checkpoint(model_dir)
     if not model.uses_images:
         raise CSCNNError(f"{model_dir}: variant {card['variant']!r} has no visual part; there is nothing to embed")
     world = open_world(world_dir)
-    device = select_device(cfg.train.device)
+    torch_device = select_device(device)
     bank = image_bank(world, encoder, cfg.model.image_size)
-    vectors = visual_vectors(model.to(device), bank, device)
+    vectors = visual_vectors(model.to(torch_device), bank, torch_device)
     cat_index = bank.categories.numpy()
     category_vectors = np.stack(
         [vectors.mean(axis=0)]

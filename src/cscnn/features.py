@@ -42,9 +42,11 @@ class FeatureEncoder:
     categories: list[str]
 
     @classmethod
-    def fit(cls, train_frame: pd.DataFrame, catalogue: pd.DataFrame) -> FeatureEncoder:
+    def fit(cls, train_frame: pd.DataFrame) -> FeatureEncoder:
+        """Vocabularies of the training impressions only: a category that first shows up later is unseen
+        (index 0, mean prior), never a row of untrained noise."""
         vocabs = {name: sorted(train_frame[name].astype(str).unique()) for name in schema.SPARSE_FEATURES}
-        return cls(vocabs=vocabs, categories=sorted(catalogue["category"].unique()))
+        return cls(vocabs=vocabs, categories=vocabs["category"])
 
     @property
     def vocab_sizes(self) -> list[int]:

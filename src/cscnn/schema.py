@@ -46,9 +46,6 @@ class TableSpec:
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
-    def column(self, name: str) -> Column:
-        return next(c for c in self.columns if c.name == name)
-
     def validate(self, df: pd.DataFrame, source: str) -> pd.DataFrame:
         """Check `df` against the contract and return it with canonical dtypes and column order.
 

@@ -26,7 +26,7 @@ from cscnn.features import (
     split_days,
 )
 from cscnn.metrics import auc, summarize
-from cscnn.models import CTRModel, ImageBank
+from cscnn.models import Batch, CTRModel, ImageBank
 
 PREDICT_BATCH = 8192
 
@@ -55,13 +55,13 @@ class Prepared:
     bank: ImageBank | None  # None for the no-image variant: its images are never decoded
 
 
-def prepare(world: World, cfg: Config, encoder: FeatureEncoder | None = None) -> Prepared:
-    """Split by day, fit vocabularies on the training days (unless an encoder is given), encode, decode images."""
+def prepare(world: World, cfg: Config, images: bool = True) -> Prepared:
+    """Split by day, fit vocabularies on the training days, encode, and decode the images if asked."""
     split = split_days(world.days, cfg.train.val_days, cfg.train.test_days, cfg.train.window_days)
     frames = {name: feature_frame(world, world.impressions(days)) for name, days in split.to_dict().items()}
-    encoder = encoder or FeatureEncoder.fit(frames["train"], world.items)
+    encoder = FeatureEncoder.fit(frames["train"])
     data = {name: encode(frame, encoder) for name, frame in frames.items()}
-    bank = image_bank(world, encoder, cfg.model.image_size) if cfg.model.variant != "no_image" else None
+    bank = image_bank(world, encoder, cfg.model.image_size) if images else None
     return Prepared(split, encoder, data, bank)
 
 
@@ -78,23 +78,41 @@ def evaluate_split(model: CTRModel, data: EncodedSplit, bank: ImageBank | None, 
 
 
 def pretrain_backbone(
-    model: CTRModel, bank: ImageBank, cfg: Config, device: torch.device, rng: np.random.Generator
+    model: CTRModel, bank: ImageBank, rows: np.ndarray, cfg: Config, device: torch.device, rng: np.random.Generator
 ) -> None:
-    """Late fusion's stand-in for ImageNet features: train the CNN to classify catalogue images by
-    category, then freeze it. Only its projection and the CTR network learn from clicks."""
+    """Late fusion's stand-in for ImageNet features: train the CNN to classify the training items' images
+    (`rows` of the bank) by category, then freeze it. Only its projection and the CTR network learn from
+    clicks. Items of later days are left out so that nothing is learned from the future."""
     assert model.backbone is not None
     head = torch.nn.Linear(cfg.model.visual_dim, int(bank.categories.max()) + 1).to(device)
     params = list(model.backbone.parameters()) + list(head.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
     for _ in range(cfg.model.pretrain_epochs):
-        order = torch.from_numpy(rng.permutation(len(bank.images))).to(device)
-        for rows in order.split(256):
-            logits = head(model.backbone(bank.images[rows], bank.categories[rows])["visual"])
-            loss = torch.nn.functional.cross_entropy(logits, bank.categories[rows])
+        order = torch.from_numpy(rng.permutation(rows)).to(device)
+        for batch_rows in order.split(256):
+            logits = head(model.backbone(bank.images[batch_rows], bank.categories[batch_rows])["visual"])
+            loss = torch.nn.functional.cross_entropy(logits, bank.categories[batch_rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     model.freeze_backbone()
+
+
+def train_step(
+    model: CTRModel, batch: Batch, bank: ImageBank | None, optimizer: torch.optim.Optimizer, dedup: bool
+) -> tuple[float, int]:
+    """One optimisation step on log loss; returns the loss and how many images went through the CNN."""
+    outputs = model(batch, bank, dedup=dedup)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(outputs["logit"], batch.label)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item(), outputs.get("unique_images", 0)
+
+
+def make_optimizer(model: CTRModel, cfg: Config) -> torch.optim.Optimizer:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
 
 @dataclass
@@ -107,20 +125,24 @@ class TrainResult:
     card: dict = field(default_factory=dict)
 
 
-def train(world: World, cfg: Config, out: Path | None = None, progress: bool = True) -> TrainResult:
-    """Train `cfg.model.variant` on `world`; write a checkpoint to `out` (atomically) when given."""
+def train(
+    world: World, cfg: Config, out: Path | None = None, progress: bool = True, prepared: Prepared | None = None
+) -> TrainResult:
+    """Train `cfg.model.variant` on `world`; write a checkpoint to `out` (atomically) when given.
+
+    `prepared` lets several runs on the same split (`cscnn compare`) read and decode the world once.
+    """
     started = time.perf_counter()
     torch.set_num_threads(cfg.train.num_threads or os.cpu_count() or 1)
     rng = seed_everything(cfg.train.seed)
     device = select_device(cfg.train.device)
-    prepared = prepare(world, cfg)
-    bank = prepared.bank.to(device) if prepared.bank is not None else None
+    uses_images = cfg.model.variant != "no_image"
+    prepared = prepared or prepare(world, cfg, images=uses_images)
+    bank = prepared.bank.to(device) if uses_images and prepared.bank is not None else None
     model = build_model(cfg, prepared.encoder).to(device)
     if cfg.model.variant == "late_fusion":
-        pretrain_backbone(model, bank, cfg, device, rng)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+        pretrain_backbone(model, bank, np.unique(prepared.data["train"].item_row), cfg, device, rng)
+    optimizer = make_optimizer(model, cfg)
 
     result = TrainResult(model=model, prepared=prepared)
     best_auc, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
@@ -137,14 +159,9 @@ def train(world: World, cfg: Config, out: Path | None = None, progress: bool = T
             leave=False,
         )
         for batch in bar:
-            batch = batch.to(device)
-            outputs = model(batch, bank, dedup=cfg.train.dedup)
-            loss = loss_fn(outputs["logit"], batch.label)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            unique_images += outputs.get("unique_images", 0)
+            loss, n_images = train_step(model, batch.to(device), bank, optimizer, cfg.train.dedup)
+            losses.append(loss)
+            unique_images += n_images
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         val_auc = auc(val_data.label, predict(model, val_data, bank, device)) or 0.0
         record = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from cscnn.errors import DataContractError
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a scratch folder next to `target`; it replaces `target` only if the block succeeds.
 
-    A failure (bad input, Ctrl-C) leaves `target` as it was: nothing half-written.
+    A failure (bad input, Ctrl-C, a failed swap) leaves `target` as it was: nothing half-written.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -30,10 +31,14 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent)) / target.name
             target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old)
+            try:
+                tmp.rename(target)
+            except BaseException:
+                old.rename(target)
+                raise
+            shutil.rmtree(old.parent)
         else:
             tmp.rename(target)
     finally:
@@ -41,12 +46,22 @@ def atomic_dir(target: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a scratch file name next to `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_json(path: Path, data: object) -> None:
@@ -65,10 +80,8 @@ def write_table(df: pd.DataFrame, path: Path, spec: schema.TableSpec) -> pd.Data
     """Validate `df` against `spec` and write it as Parquet (atomically). Returns the canonical frame."""
     path = Path(path)
     clean = spec.validate(df, source=f"{spec.name} table for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    clean.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        clean.to_parquet(tmp, index=False)
     return clean
 
 
@@ -139,9 +152,11 @@ def list_days(root: Path) -> list[str]:
     days = sorted(p.stem for p in folder.glob("*.parquet") if not p.name.startswith("."))
     for day in days:
         try:
-            pd.Timestamp(day)
-        except ValueError as exc:
-            raise DataContractError(f"{folder / (day + '.parquet')}: file name is not a YYYY-MM-DD day") from exc
+            valid = dt.date.fromisoformat(day).isoformat() == day
+        except ValueError:
+            valid = False
+        if not valid:
+            raise DataContractError(f"{folder / (day + '.parquet')}: file name is not a YYYY-MM-DD day")
     if not days:
         raise DataContractError(f"{folder}: no impression files (expected YYYY-MM-DD.parquet)")
     return days
