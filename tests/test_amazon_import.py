@@ -108,11 +108,15 @@ def test_2018_reviews_become_clicks_with_sampled_negatives(tmp_path: Path, sourc
     world = open_world(tmp_path / "world")
     impressions = world.impressions()  # validates every day's file against the contract and the tables
     assert report == json.loads((tmp_path / "world" / REPORT_FILE).read_text())
-    assert (impressions.groupby("request_id")["click"].agg(["sum", "size"]).to_numpy() == [1, 5]).all()
-    assert report["counts"]["positives"] == len(CLEAN_REVIEWS) == impressions["click"].sum()
-    assert report["counts"]["negatives"] == 4 * len(CLEAN_REVIEWS)
+    pages = impressions.groupby("request_id")["click"].agg(["sum", "size"])
+    assert (pages["sum"] == 1).all() and (pages["size"] <= 5).all()
+    # the very first review has no other item on the market yet; later pages fill up
+    assert pages["size"].iloc[0] == 1 and (pages["size"].iloc[-6:] == 5).all()
+    counts = report["counts"]
+    assert counts["positives"] == len(CLEAN_REVIEWS) == impressions["click"].sum()
+    assert counts["negatives"] + counts["negatives_short"] == 4 * len(CLEAN_REVIEWS)
     for _, page in impressions.groupby("request_id"):
-        assert sorted(page["position"]) == [1, 2, 3, 4, 5]
+        assert sorted(page["position"]) == list(range(1, len(page) + 1))
         assert page["ts"].nunique() == 1 and page["user_id"].nunique() == 1
     reviewed = {(u, a) for u, a, _, _ in REVIEWS}
     negatives = impressions[impressions["click"] == 0]
@@ -203,11 +207,10 @@ def test_users_who_reviewed_almost_everything_get_fewer_negatives(tmp_path: Path
     report = import_amazon(**source_2018, out=tmp_path / "world", neg_ratio=9, missing_image="skip")
     pages = open_world(tmp_path / "world").impressions().groupby("request_id")
     sizes = pages.size()
-    n_items = len(ASINS) - 1  # every item but the one without an image
-    reviews_per_user = pd.Series([u for u, a, _, _ in CLEAN_REVIEWS]).value_counts()
-    expected_short = sum(max(0, 9 - (n_items - n)) * n for n in reviews_per_user)
-    assert report["counts"]["negatives_short"] == expected_short > 0
-    assert sizes.max() == 10 and sizes.min() == 1 + n_items - reviews_per_user.max()
+    counts = report["counts"]
+    assert counts["negatives_short"] > 0
+    assert counts["negatives"] + counts["negatives_short"] == 9 * counts["positives"]
+    assert counts["negatives"] == (sizes - 1).sum() and sizes.max() <= 10
     for _, page in pages:
         assert sorted(page["position"]) == list(range(1, len(page) + 1))
         assert page["item_id"].is_unique
@@ -225,9 +228,11 @@ def test_the_importer_never_samples_a_reviewed_item_on_a_bigger_catalogue() -> N
     rng = np.random.default_rng(0)
     user = rng.integers(0, 200, 5000)
     item = rng.integers(0, 300, 5000)
-    negatives = sample_negatives(user, item, 300, 4, rng)
+    available = np.maximum(item + 1, rng.integers(50, 301, 5000))  # a review's own item is on the market
+    negatives = sample_negatives(user, item, available, 4, rng)
     reviewed = set(zip(user.tolist(), item.tolist(), strict=True))
     assert (negatives >= 0).all()
+    assert (negatives < available[:, None]).all(), "a negative must already be on the market"
     assert not any((u, n) in reviewed for u, row in zip(user.tolist(), negatives.tolist(), strict=True) for n in row)
     assert all(len(set(row)) == 4 for row in negatives.tolist())
 
@@ -256,3 +261,11 @@ def test_cli_imports_and_refuses_to_overwrite(source_2018, tmp_path) -> None:
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "pass force=True (CLI: --force)" in again.output
     assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
+
+
+def test_no_item_is_shown_before_its_first_review(source_2018, tmp_path) -> None:
+    import_amazon(**source_2018, out=tmp_path / "world", missing_image="skip")
+    world = open_world(tmp_path / "world")
+    log = world.impressions()
+    first_review = log[log["click"] == 1].groupby("item_id")["ts"].min()
+    assert (log["ts"].to_numpy() >= first_review.reindex(log["item_id"]).to_numpy()).all()

@@ -337,13 +337,22 @@ def _impressions(
 ) -> tuple[pd.DataFrame, int]:
     """One request per review: the reviewed item (click=1) plus up to `neg_ratio` sampled negatives.
 
+    Negatives come only from items already on the market at the review's time (first reviewed then or
+    earlier), so an item never appears in the log before it exists and items that first show up on a
+    held-out day stay cold-start. Items the user reviews at any time are never drawn as negatives.
     Returns the impressions and how many negatives could not be drawn (users who reviewed almost every item).
     """
     positives = reviews.sort_values(["time", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    first_seen = positives.groupby("item_id")["time"].min().reindex(item_ids)
+    launch = pd.DataFrame({"item_id": item_ids, "time": first_seen.to_numpy()}).sort_values(
+        ["time", "item_id"], kind="stable"
+    )
+    item_ids = launch["item_id"].to_numpy(dtype=object)  # in launch order: available items are a prefix
+    available = np.searchsorted(launch["time"].to_numpy(), positives["time"].to_numpy(), side="right")
     user_index = pd.Index(sorted(positives["user_id"].unique()))
     user = user_index.get_indexer(positives["user_id"])
     item = pd.Index(item_ids).get_indexer(positives["item_id"])
-    negatives = sample_negatives(user, item, len(item_ids), neg_ratio, rng)
+    negatives = sample_negatives(user, item, available, neg_ratio, rng)
     slots = np.column_stack([item, negatives])
     valid = slots >= 0
     keys = np.where(valid, rng.random(slots.shape), np.inf)
@@ -366,18 +375,25 @@ def _impressions(
 
 
 def sample_negatives(
-    user: np.ndarray, item: np.ndarray, n_items: int, neg_ratio: int, rng: np.random.Generator
+    user: np.ndarray, item: np.ndarray, available: np.ndarray, neg_ratio: int, rng: np.random.Generator
 ) -> np.ndarray:
     """[len(user), neg_ratio] item indices the user never reviewed, distinct per row; -1 where none is left.
 
-    `user`/`item` are the (user, reviewed item) index pairs of the positives, one row each.
+    `user`/`item` are the (user, reviewed item) index pairs of the positives, one row each; row i draws from
+    items `0 .. available[i] - 1` (the items on the market at that review's time).
     """
+    n_items = int(available.max()) if len(available) else 0
     reviewed = np.unique(user.astype(np.int64) * n_items + item)
     per_user = np.bincount(reviewed // n_items, minlength=user.max() + 1)
-    wanted = np.minimum(neg_ratio, n_items - per_user[user])
+    wanted = np.clip(np.minimum(neg_ratio, available - per_user[user]), 0, None)
     open_slot = np.arange(neg_ratio)[None, :] < wanted[:, None]
     placeholder = -1 - np.arange(neg_ratio)[None, :]  # distinct per column, never a real item
-    draws = np.where(open_slot, rng.integers(0, n_items, (len(user), neg_ratio)), placeholder)
+
+    def draw(rows: np.ndarray) -> np.ndarray:
+        return (rng.random(rows.shape) * available[rows]).astype(np.int64)
+
+    every_slot = np.broadcast_to(np.arange(len(user))[:, None], (len(user), neg_ratio))
+    draws = np.where(open_slot, draw(every_slot), placeholder)
 
     def rejected(values: np.ndarray) -> np.ndarray:
         keys = user[:, None].astype(np.int64) * n_items + values
@@ -387,10 +403,10 @@ def sample_negatives(
     for _ in range(REJECTION_ROUNDS):
         if not bad.any():
             break
-        draws[bad] = rng.integers(0, n_items, int(bad.sum()))
+        draws[bad] = draw(every_slot[bad])
         bad = rejected(draws)
     for row in np.flatnonzero(bad.any(axis=1)):
-        draws[row] = _exact_negatives(draws[row], bad[row], user, item, user[row], n_items, rng)
+        draws[row] = _exact_negatives(draws[row], bad[row], user, item, user[row], int(available[row]), rng)
     return np.where(open_slot, draws, -1)
 
 
