@@ -68,6 +68,8 @@ def test_compare_writes_the_table_with_its_command(tiny_world, tmp_path) -> None
     table = out.read_text()
     assert "`cscnn compare --seeds 2`" in table
     assert "| no_image | " in table and "| cscnn | " in table and " ± " in table
+    assert "paired by seed" in table
+    assert any(line.startswith("| cscnn | ") and "/2)" in line for line in table.splitlines())
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == json.loads(json.dumps(rows))
     with pytest.raises(Exception, match="at least one variant and one seed"):
         run_comparison(world, cfg, ["cscnn"], [], progress=False)

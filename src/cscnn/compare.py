@@ -50,11 +50,47 @@ def run_comparison(world: World, cfg: Config, variants: list[str], seeds: list[i
     return rows
 
 
-def _mean_std(values: list[float | None]) -> str:
+def _mean_std(values: list[float | None], signed: bool = False) -> str:
     arr = np.array([v for v in values if v is not None], dtype=np.float64)
     if not len(arr):
         return "n/a"
-    return f"{arr.mean():.4f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
+    mean = f"{arr.mean():+.4f}" if signed else f"{arr.mean():.4f}"
+    return f"{mean} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
+
+
+PAIRED_BASELINES = ("no_image", "cnn")
+
+
+def _paired_section(by_variant: dict[str, list[dict]]) -> list[str]:
+    """Differences in test AUC against the baselines, paired by seed.
+
+    Runs with the same seed share the data order and most of the initialisation, so much of the seed-to-seed
+    spread is common to all variants; the paired difference shows what is left.
+    """
+    baselines = [b for b in PAIRED_BASELINES if b in by_variant]
+    if not baselines:
+        return []
+    lines = [
+        "",
+        "## Test AUC minus baseline, paired by seed",
+        "",
+        "Mean ± sample std of the per-seed difference, and in how many seeds the variant was ahead.",
+        "",
+        "| variant | " + " | ".join(f"vs {b}" for b in baselines) + " |",
+        "|---|" + "---|" * len(baselines),
+    ]
+    for variant, runs in by_variant.items():
+        cells = []
+        for baseline in baselines:
+            base_auc = {r["seed"]: r["auc"] for r in by_variant[baseline]}
+            diffs = [r["auc"] - base_auc[r["seed"]] for r in runs if r["seed"] in base_auc]
+            if variant == baseline or not diffs:
+                cells.append("—")
+                continue
+            wins = sum(d > 0 for d in diffs)
+            cells.append(f"{_mean_std(diffs, signed=True)} ({wins}/{len(diffs)})")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def results_markdown(rows: list[dict], command: str, world: World, cfg: Config) -> str:
@@ -82,6 +118,7 @@ def results_markdown(rows: list[dict], command: str, world: World, cfg: Config) 
             f"{_mean_std([r['cold_start_auc'] for r in rs])} | {_mean_std(per_cat_means)} | "
             f"{np.mean([r['train_seconds'] for r in rs]):.0f} |"
         )
+    lines += _paired_section(by_variant)
     lines += ["", "## Per-category test AUC (mean over seeds)", ""]
     lines += ["| variant | " + " | ".join(categories) + " |", "|---|" + "---|" * len(categories)]
     for v, rs in by_variant.items():
