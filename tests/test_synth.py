@@ -177,3 +177,15 @@ def test_the_visual_signal_is_real_and_category_specific(tmp_path: Path) -> None
         cosine = {c: fitted @ w / np.linalg.norm(fitted) for c, w in true.items()}
         assert cosine[category] > 0.8, (category, cosine)
         assert cosine[category] == max(cosine.values()), (category, cosine)
+
+
+def test_world_from_an_older_generator_is_regenerated(tmp_path: Path) -> None:
+    cfg = load_config("tiny").world
+    out = tmp_path / "world"
+    synth.generate_world(cfg, out)
+    marker = out / "world.json"
+    stale = json.loads(marker.read_text()) | {"generator_version": "0-old"}
+    marker.write_text(json.dumps(stale))
+    summary = synth.generate_world(cfg, out)
+    assert summary["generator_version"] != "0-old"
+    assert json.loads(marker.read_text())["generator_version"] == summary["generator_version"]
