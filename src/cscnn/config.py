@@ -86,10 +86,44 @@ class TrainConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Great Expectations bounds for one day of data (`cscnn validate`); the schema comes from schema.py."""
+
+    min_rows: int = 100  # impressions per day
+    max_rows: int = 50_000_000
+    min_ctr: float = 0.005
+    max_ctr: float = 0.5
+    max_category_drift: float = 0.25  # KL divergence of the day's category mix from the previous day's
+    check_images: bool = True  # every catalogue image present and decodable
+
+
+@dataclass
+class GateConfig:
+    """Promotion gate (after TFX's model blessing); every check must pass for `champion` to move."""
+
+    auc_floor: float = 0.6  # absolute minimum AUC on the eval day
+    max_auc_drop: float = 0.005  # candidate may trail the champion by at most this (same eval day)
+    max_category_drop: float = 0.05  # no category's AUC may drop by more than this vs the champion
+    min_category_impressions: int = 200  # categories with fewer eval impressions are not judged
+
+
+@dataclass
+class ServeConfig:
+    """The ranking service (bento/service.py)."""
+
+    max_candidates: int = 1000
+    poll_seconds: float = 10.0  # how often the service asks MLflow whether `champion` moved; 0: never
+    model_name: str = "cscnn-ctr"  # registered model name in MLflow
+
+
+@dataclass
 class Config:
     world: WorldConfig = field(default_factory=WorldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,6 +155,22 @@ class Config:
             (t.lr > 0 and t.weight_decay >= 0, "train.lr must be > 0 and train.weight_decay >= 0"),
             (t.val_days >= 1 and t.test_days >= 1, "train.val_days and train.test_days must be >= 1"),
             (t.window_days >= 0 and t.num_threads >= 0, "train.window_days and train.num_threads must be >= 0"),
+            (
+                0 <= self.validation.min_rows <= self.validation.max_rows,
+                "validation.min_rows must be >= 0 and <= validation.max_rows",
+            ),
+            (
+                0.0 <= self.validation.min_ctr <= self.validation.max_ctr <= 1.0,
+                "validation.min_ctr <= validation.max_ctr must lie in [0, 1]",
+            ),
+            (self.validation.max_category_drift >= 0, "validation.max_category_drift must be >= 0"),
+            (0.0 <= self.gate.auc_floor <= 1.0, "gate.auc_floor must lie in [0, 1]"),
+            (
+                self.gate.max_auc_drop >= 0 and self.gate.max_category_drop >= 0,
+                "gate.max_auc_drop and gate.max_category_drop must be >= 0",
+            ),
+            (self.serve.max_candidates >= 1, "serve.max_candidates must be >= 1"),
+            (self.serve.poll_seconds >= 0, "serve.poll_seconds must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,0 +1,275 @@
+"""MLflow: which model. Runs, the registered model, its aliases and the embedding table of each version.
+
+    champion     the version that serves (moved only by `promote`, i.e. by a passing gate, or by `rollback`)
+    challenger   the latest candidate the daily run trained
+
+A registered version is a pyfunc model (scores a frame of impressions, images included, with the
+checkpoint it carries) with its signature; the run that produced it also holds the version's embedding
+table under `embeddings/<key>`, and the version's tag `embeddings` names the table that goes with it.
+A daily embedding refresh logs a new key and moves the tag; the service swaps model and table together.
+
+Nothing here changes an alias unless asked to; a failed run leaves `champion` where it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+from cscnn import schema
+from cscnn.config import Config
+from cscnn.data.io import atomic_dir
+from cscnn.errors import CSCNNError
+from cscnn.state import State
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+EXPERIMENT = "cscnn-daily"
+CHECKPOINT_ARTIFACT = "checkpoint"  # inside the logged model's artifacts
+EMBEDDINGS_TAG = "embeddings"
+
+
+def _configure_env() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def client(state: State | None = None):
+    """An MlflowClient on the state's tracking store (a SQLite file by default); creates the experiment."""
+    _configure_env()
+    import mlflow
+    from mlflow import MlflowClient
+
+    state = state or State.from_env()
+    if state.tracking_uri.startswith("sqlite:///"):
+        state.root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(state.tracking_uri)
+    mlflow.set_registry_uri(state.tracking_uri)
+    mlflow_client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
+    if mlflow_client.get_experiment_by_name(EXPERIMENT) is None:
+        location = state.artifact_root.as_uri() if state.tracking_uri.startswith("sqlite") else None
+        mlflow_client.create_experiment(EXPERIMENT, artifact_location=location)
+    return mlflow_client
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    run_id: str
+    fingerprint: str
+    embeddings: str | None  # artifact path of the version's table within its run
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _ref(mv) -> ModelRef:
+    return ModelRef(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        fingerprint=mv.tags.get("fingerprint", ""),
+        embeddings=mv.tags.get(EMBEDDINGS_TAG),
+    )
+
+
+def model_name(cfg: Config | None = None) -> str:
+    return (cfg or Config()).serve.model_name
+
+
+def resolve(alias: str = CHAMPION, state: State | None = None, name: str | None = None) -> ModelRef | None:
+    """The version an alias names now (one registry call: cheap enough to poll), or None if unset."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(state)
+    try:
+        return _ref(mlflow_client.get_model_version_by_alias(name or model_name(), alias))
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            return None
+        raise
+
+
+def get_version(version: str, state: State | None = None, name: str | None = None) -> ModelRef:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _ref(client(state).get_model_version(name or model_name(), str(version)))
+    except MlflowException as exc:
+        raise CSCNNError(f"model {name or model_name()!r} has no version {version}: {exc.message}") from exc
+
+
+def list_versions(state: State | None = None, name: str | None = None) -> list[ModelRef]:
+    versions = client(state).search_model_versions(f"name = '{name or model_name()}'")
+    return sorted((_ref(mv) for mv in versions), key=lambda ref: int(ref.version))
+
+
+def fetch(ref: ModelRef, state: State | None = None) -> tuple[Path, Path]:
+    """Download the version's checkpoint and its current embedding table into the local cache.
+
+    Cached by (version, table key): a second call is free. Returns (checkpoint_dir, table_dir).
+    """
+    import mlflow
+
+    state = state or State.from_env()
+    client(state)
+    if ref.embeddings is None:
+        raise CSCNNError(f"model version {ref.version} has no embedding table yet (tag '{EMBEDDINGS_TAG}' unset)")
+    target = state.model_cache / ref.name / ref.version / ref.embeddings.replace("/", "_")
+    if not (target / "checkpoint").is_dir() or not (target / "table").is_dir():
+        with atomic_dir(target) as tmp:
+            model_dir = Path(
+                mlflow.artifacts.download_artifacts(f"models:/{ref.name}/{ref.version}", dst_path=str(tmp / "m"))
+            )
+            # pyfunc keeps artifacts under artifacts/<source folder name>/
+            cards = sorted(model_dir.glob("artifacts/*/model.json"))
+            if len(cards) != 1:
+                raise CSCNNError(
+                    f"model version {ref.version}: expected one checkpoint in its artifacts, found {cards}"
+                )
+            shutil.move(str(cards[0].parent), tmp / "checkpoint")
+            shutil.rmtree(tmp / "m")
+            table = mlflow.artifacts.download_artifacts(
+                run_id=ref.run_id, artifact_path=ref.embeddings, dst_path=str(tmp / "t")
+            )
+            shutil.move(table, tmp / "table")
+            shutil.rmtree(tmp / "t", ignore_errors=True)
+    return target / "checkpoint", target / "table"
+
+
+class CTRPyfunc(PythonModel):
+    """The registered model as an MLflow pyfunc: scores a frame of impressions end to end (CNN included).
+
+    Input columns: the sparse features of `schema.SPARSE_FEATURES` (strings), `price` (float) and `image`
+    (path of the item's image file). Output: click probability per row. Serving does not use this (it runs
+    the CTR network over the lookup table); it makes every registered version usable on its own.
+    """
+
+    def load_context(self, context) -> None:
+        from cscnn.checkpoint import load_checkpoint
+
+        self.model, self.encoder, self.cfg, self.card = load_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
+
+    def predict(self, context, model_input, params=None):
+        import torch
+
+        from cscnn.data.images import load_images
+        from cscnn.models import Batch, ImageBank
+
+        frame = model_input.copy()
+        frame["log_price"] = np.log1p(frame["price"].to_numpy(dtype=np.float64))
+        items = pd.DataFrame({"item_id": np.arange(len(frame)).astype(str), "image": frame["image"].to_numpy()})
+        images = load_images(items, Path("/"), self.cfg.model.image_size) if self.model.uses_images else None
+        batch = Batch(
+            sparse=torch.from_numpy(self.encoder.encode_sparse(frame)),
+            dense=torch.from_numpy(frame[list(schema.DENSE_FEATURES)].to_numpy(dtype=np.float32)),
+            item_row=torch.arange(len(frame)),
+            label=torch.zeros(len(frame)),
+        )
+        bank = None
+        if images is not None:
+            categories = self.encoder.category_index(frame["category"].astype(str))
+            bank = ImageBank(images=torch.from_numpy(images), categories=torch.from_numpy(categories))
+        with torch.no_grad():
+            return self.model(batch, bank)["y_pred"].numpy()
+
+
+def log_candidate(
+    checkpoint_dir: Path,
+    metrics: dict,
+    params: dict,
+    data_version: str,
+    state: State | None = None,
+    cfg: Config | None = None,
+    artifacts: dict[str, Path] | None = None,
+    input_example: pd.DataFrame | None = None,
+    tags: dict[str, str] | None = None,
+) -> ModelRef:
+    """One MLflow run for a trained candidate: params, metrics, artifacts, the data version, and a new
+    registered version (with signature) that gets the alias `challenger`. `champion` does not move."""
+    import json
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    state = state or State.from_env()
+    mlflow_client = client(state)
+    card = json.loads((Path(checkpoint_dir) / "model.json").read_text())
+    name = model_name(cfg)
+    experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=tags.get("day") if tags else None):
+        mlflow.set_tags({"data_version": data_version, "fingerprint": card["fingerprint"], **(tags or {})})
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        for artifact_path, local in (artifacts or {}).items():
+            if Path(local).is_dir():
+                mlflow.log_artifacts(str(local), artifact_path)
+            else:
+                mlflow.log_artifact(str(local), artifact_path)
+        signature = None
+        if input_example is not None:
+            signature = infer_signature(input_example, np.zeros(len(input_example), dtype=np.float32))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=CTRPyfunc(),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=["cscnn-ctr", "torch==2.13.0"],
+            registered_model_name=name,
+            tags={"data_version": data_version},
+        )
+        version = str(info.registered_model_version)
+    mlflow_client.set_model_version_tag(name, version, "fingerprint", card["fingerprint"])
+    mlflow_client.set_model_version_tag(name, version, "data_version", data_version)
+    mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
+    return get_version(version, state, name)
+
+
+def attach_embeddings(ref: ModelRef, table_dir: Path, key: str, state: State | None = None) -> ModelRef:
+    """Log a table built by this version's CNN under `embeddings/<key>` and point the version's tag at it."""
+    import json
+
+    meta = json.loads((Path(table_dir) / "meta.json").read_text())
+    if ref.fingerprint and meta["model_fingerprint"] != ref.fingerprint:
+        raise CSCNNError(
+            f"table {table_dir} was built by model {meta['model_fingerprint']}, not by version {ref.version} "
+            f"({ref.fingerprint})"
+        )
+    mlflow_client = client(state)
+    artifact_path = f"{EMBEDDINGS_TAG}/{key}"
+    mlflow_client.log_artifacts(ref.run_id, str(table_dir), artifact_path)
+    mlflow_client.set_model_version_tag(ref.name, ref.version, EMBEDDINGS_TAG, artifact_path)
+    return get_version(ref.version, state, ref.name)
+
+
+def promote(ref: ModelRef, state: State | None = None) -> None:
+    """Move `champion` to this version; the previous champion is remembered for `rollback`."""
+    mlflow_client = client(state)
+    previous = resolve(CHAMPION, state, ref.name)
+    if previous is not None and previous.version != ref.version:
+        mlflow_client.set_model_version_tag(ref.name, ref.version, "previous_champion", previous.version)
+    mlflow_client.set_registered_model_alias(ref.name, CHAMPION, ref.version)
+
+
+def rollback(state: State | None = None, name: str | None = None, to_version: str | None = None) -> ModelRef:
+    """Move `champion` back: to `to_version`, else to the version that was champion before this one."""
+    current = resolve(CHAMPION, state, name)
+    if current is None:
+        raise CSCNNError("no champion to roll back: the alias 'champion' is not set")
+    mlflow_client = client(state)
+    target = to_version or mlflow_client.get_model_version(current.name, current.version).tags.get("previous_champion")
+    if not target:
+        raise CSCNNError(f"champion version {current.version} has no previous champion to roll back to")
+    ref = get_version(target, state, current.name)
+    if ref.embeddings is None:
+        raise CSCNNError(f"version {target} has no embedding table; it cannot serve")
+    mlflow_client.set_registered_model_alias(current.name, CHAMPION, ref.version)
+    return ref
