@@ -5,10 +5,14 @@ folder, laid out for fast CPU lookup (one contiguous float32 matrix, memory-mapp
 
     vectors.npy           float32 [n_items, visual_dim], row i = items.parquet row i
     items.parquet         item_id, category (row order of vectors.npy)
+    catalog.parquet       item_id, category, brand, price: the item features serving scores with (same rows)
     category_vectors.npy  float32 [n_categories + 1, visual_dim]: row 0 the mean over all items,
                           row k the mean of the model's category k; `lookup` falls back to these for an
                           item that is not in the table
-    meta.json             model_fingerprint, variant, categories, sizes
+    meta.json             model_fingerprint, variant, categories, sizes, `refreshed` (rows embedded last)
+
+`export_table` embeds the whole catalogue (a new model); `extend_table` embeds only items the table lacks
+(the daily refresh of new ads with the champion's CNN).
 
 Every table records the fingerprint of the model that built it; `load_table` refuses a table whose
 fingerprint is not the expected model's (`ModelMismatchError`).
@@ -25,13 +29,15 @@ import pandas as pd
 import torch
 
 from cscnn.checkpoint import load_checkpoint
-from cscnn.data.io import atomic_dir, open_world, write_json
+from cscnn.data.io import World, atomic_dir, open_world, write_json
 from cscnn.errors import CSCNNError, ModelMismatchError
 from cscnn.features import image_bank
 from cscnn.models import CTRModel, ImageBank
 from cscnn.train import select_device
 
 EMBED_BATCH = 512
+CATALOG_FILE = "catalog.parquet"
+CATALOG_COLUMNS = ("item_id", "category", "brand", "price")  # what serving needs to score an item
 
 
 @torch.no_grad()
@@ -73,14 +79,45 @@ class EmbeddingTable:
 
 def export_table(model_dir: Path, world_dir: Path, out: Path, device: str = "auto") -> dict:
     """Compute every catalogue item's visual vector with the checkpoint's CNN and write the table."""
-    model, encoder, cfg, card = load_checkpoint(model_dir)
-    if not model.uses_images:
-        raise CSCNNError(f"{model_dir}: variant {card['variant']!r} has no visual part; there is nothing to embed")
+    model, encoder, cfg, card = _load_visual_model(model_dir)
     world = open_world(world_dir)
     torch_device = select_device(device)
     bank = image_bank(world, encoder, cfg.model.image_size)
     vectors = visual_vectors(model.to(torch_device), bank, torch_device)
-    cat_index = bank.categories.numpy()
+    return _write_table(Path(out), world.items, vectors, encoder, card, world, refreshed=len(vectors))
+
+
+def extend_table(model_dir: Path, table_dir: Path, world_dir: Path, out: Path, device: str = "auto") -> dict:
+    """The daily refresh: embed only the catalogue items the table lacks (new ads), with the same model.
+
+    Writes table + new rows to `out` (the old table is not touched). `meta["refreshed"]` counts new rows.
+    """
+    model, encoder, cfg, card = _load_visual_model(model_dir)
+    table = load_table(table_dir, expected_fingerprint=card["fingerprint"])
+    world = open_world(world_dir)
+    new_items = world.items[~world.items["item_id"].isin(table.item_ids)].reset_index(drop=True)
+    old_items = pd.read_parquet(Path(table_dir) / CATALOG_FILE)
+    vectors = np.asarray(table.vectors)
+    if len(new_items):
+        torch_device = select_device(device)
+        sub_world = World(root=world.root, items=new_items, users=world.users, days=world.days)
+        bank = image_bank(sub_world, encoder, cfg.model.image_size)
+        vectors = np.concatenate([vectors, visual_vectors(model.to(torch_device), bank, torch_device)])
+    items = pd.concat([old_items, new_items[old_items.columns]], ignore_index=True)
+    return _write_table(Path(out), items, vectors, encoder, card, world, refreshed=len(new_items))
+
+
+def _load_visual_model(model_dir: Path):
+    model, encoder, cfg, card = load_checkpoint(model_dir)
+    if not model.uses_images:
+        raise CSCNNError(f"{model_dir}: variant {card['variant']!r} has no visual part; there is nothing to embed")
+    return model, encoder, cfg, card
+
+
+def _write_table(
+    out: Path, items: pd.DataFrame, vectors: np.ndarray, encoder, card: dict, world: World, refreshed: int
+) -> dict:
+    cat_index = encoder.category_index(items["category"])
     category_vectors = np.stack(
         [vectors.mean(axis=0)]
         + [
@@ -93,14 +130,16 @@ def export_table(model_dir: Path, world_dir: Path, out: Path, device: str = "aut
         "variant": card["variant"],
         "categories": encoder.categories,
         "n_items": len(vectors),
+        "refreshed": refreshed,
         "visual_dim": int(vectors.shape[1]),
         "world": str(world.root),
-        "unseen_categories": sorted(set(world.items["category"]) - set(encoder.categories)),
+        "unseen_categories": sorted(set(items["category"]) - set(encoder.categories)),
     }
-    with atomic_dir(Path(out)) as tmp:
+    with atomic_dir(out) as tmp:
         np.save(tmp / "vectors.npy", vectors.astype(np.float32))
         np.save(tmp / "category_vectors.npy", category_vectors)
-        world.items[["item_id", "category"]].to_parquet(tmp / "items.parquet", index=False)
+        items[["item_id", "category"]].to_parquet(tmp / "items.parquet", index=False)
+        items[list(CATALOG_COLUMNS)].to_parquet(tmp / CATALOG_FILE, index=False)
         write_json(tmp / "meta.json", meta)
     return meta
 

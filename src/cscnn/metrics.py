@@ -37,6 +37,7 @@ def summarize(labels: np.ndarray, probs: np.ndarray, categories: np.ndarray, col
         "ctr": float(np.mean(labels)),
         "mean_prediction": float(np.mean(probs)),
         "per_category_auc": per_category,
+        "per_category_n": {str(cat): int((categories == cat).sum()) for cat in sorted(set(categories))},
         "cold_start_auc": auc(labels[cold], probs[cold]),
         "n_cold_start": int(cold.sum()),
     }

@@ -41,6 +41,7 @@ class TableSpec:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     description: str
+    optional: tuple[Column, ...] = ()  # checked and kept when present, never required
 
     @property
     def names(self) -> list[str]:
@@ -50,7 +51,7 @@ class TableSpec:
         """Check `df` against the contract and return it with canonical dtypes and column order.
 
         Raises `DataContractError` naming `source`, the column and the first offending row (0-based).
-        Extra columns are kept out of the result (they are ignored, not an error).
+        Optional columns are checked and kept when present; other extra columns are left out (not an error).
         """
         missing = [c for c in self.names if c not in df.columns]
         if missing:
@@ -58,7 +59,7 @@ class TableSpec:
                 f"{source}: missing column(s) {missing} for table '{self.name}'; expected columns {self.names}"
             )
         out = {}
-        for col in self.columns:
+        for col in self.columns + tuple(c for c in self.optional if c.name in df.columns):
             out[col.name] = _check_column(df[col.name], col, source)
         result = pd.DataFrame(out).reset_index(drop=True)
         if len(result):
@@ -162,6 +163,14 @@ ITEMS = TableSpec(
         Column("brand", "string", "advertiser brand ('unknown' when not known)"),
         Column("price", "float", "item price, >= 0", min=0.0),
     ),
+    optional=(
+        Column(
+            "available_from",
+            "string",
+            "optional: YYYY-MM-DD day the ad enters the catalogue; the daily loop versions (and embeds) an item "
+            "from that day on. Without it every item counts as available from the first day.",
+        ),
+    ),
 )
 
 USERS = TableSpec(
@@ -192,6 +201,7 @@ SPARSE_FEATURES: tuple[str, ...] = (
 DENSE_FEATURES: tuple[str, ...] = ("log_price",)
 LABEL = "click"
 
+AVAILABLE_FROM = "available_from"  # the optional items column
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 IMAGES_DIR = "images"
@@ -208,7 +218,7 @@ def contract_markdown() -> str:
     for spec in TABLES:
         lines += [f"### `{spec.name}`", "", spec.description, "", f"Unique key: `{', '.join(spec.key)}`", ""]
         lines += ["| column | kind | constraint | meaning |", "|---|---|---|---|"]
-        for c in spec.columns:
+        for c in spec.columns + spec.optional:
             rule = []
             if c.allowed is not None:
                 rule.append(f"in {list(c.allowed)}")
@@ -216,6 +226,7 @@ def contract_markdown() -> str:
                 rule.append(f">= {c.min}")
             if c.max is not None:
                 rule.append(f"<= {c.max}")
-            lines.append(f"| `{c.name}` | {c.kind} | {', '.join(rule) or 'not null'} | {c.description} |")
+            default = "optional" if c in spec.optional else "not null"
+            lines.append(f"| `{c.name}` | {c.kind} | {', '.join(rule) or default} | {c.description} |")
         lines.append("")
     return "\n".join(lines)

@@ -109,6 +109,12 @@ class World:
     def images_dir(self) -> Path:
         return self.root / schema.IMAGES_DIR
 
+    def until(self, day: str) -> World:
+        """The world as it was on `day`: only days up to and including it (nothing from the future)."""
+        if day not in self.days:
+            raise DataContractError(f"{self.root}: no impressions for day {day}; days present: {self.days}")
+        return World(root=self.root, items=self.items, users=self.users, days=[d for d in self.days if d <= day])
+
     def impressions(self, days: list[str] | None = None) -> pd.DataFrame:
         """Validated impressions of `days` (default: all), with a `day` column, in day order."""
         frames = []

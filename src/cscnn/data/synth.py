@@ -11,6 +11,7 @@ See docs/synthetic_world.md.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
@@ -286,6 +287,9 @@ def _draw_items(cfg: WorldConfig, truth: Truth, rng: np.random.Generator) -> Cat
             "brand": [f"b{b:03d}" for b in brand],
             "price": price,
             "first_day": first_day,
+            schema.AVAILABLE_FROM: [
+                (dt.date.fromisoformat(cfg.start_day) + dt.timedelta(days=int(d))).isoformat() for d in first_day
+            ],
         }
     )
     return Catalogue(

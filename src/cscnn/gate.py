@@ -1,0 +1,105 @@
+"""The promotion gate, after TFX's model blessing: a candidate becomes champion only if every check passes.
+
+    auc_floor          candidate AUC on the eval day >= gate.auc_floor
+    auc_change         candidate AUC >= champion AUC - gate.max_auc_drop (same eval day; skipped without champion)
+    category:<name>    per category with enough impressions: candidate AUC >= champion's - gate.max_category_drop
+                       (skipped without a champion)
+
+The decision is data (JSON), saved as an artifact and printed in the task log; nothing here moves an alias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from cscnn.config import GateConfig
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool | None  # None: skipped
+    detail: str
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    checks: list[Check] = field(default_factory=list)
+    candidate_auc: float | None = None
+    champion_auc: float | None = None
+    champion_version: str | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the candidate failed (empty when it passed)."""
+        return [f"{c.name}: {c.detail}" for c in self.checks if c.passed is False]
+
+    def summary(self) -> str:
+        verdict = "PASS: promote the candidate" if self.passed else "FAIL: champion stays"
+        marks = {True: "ok  ", False: "FAIL", None: "skip"}
+        return "\n".join([f"gate {verdict}"] + [f"  [{marks[c.passed]}] {c.name}: {c.detail}" for c in self.checks])
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "reasons": self.reasons}
+
+
+def decide(
+    candidate: dict, champion: dict | None, cfg: GateConfig, champion_version: str | None = None
+) -> GateDecision:
+    """`candidate` and `champion` are `cscnn.metrics.summarize` results on the same eval day."""
+    cand_auc = candidate.get("auc")
+    checks = [
+        Check(
+            "auc_floor",
+            cand_auc is not None and cand_auc >= cfg.auc_floor,
+            f"candidate AUC {_fmt(cand_auc)} vs floor {cfg.auc_floor:.4f}",
+        )
+    ]
+    champ_auc = champion.get("auc") if champion else None
+    if champion is None:
+        checks.append(Check("auc_change", None, "no champion yet: first model, change check skipped"))
+    elif champ_auc is None or cand_auc is None:
+        checks.append(Check("auc_change", False, "AUC undefined on the eval day (one class only?)"))
+    else:
+        delta = cand_auc - champ_auc
+        checks.append(
+            Check(
+                "auc_change",
+                delta >= -cfg.max_auc_drop,
+                f"candidate {cand_auc:.4f} vs champion {champ_auc:.4f} (delta {delta:+.4f}, "
+                f"allowed drop {cfg.max_auc_drop:.4f})",
+            )
+        )
+    if champion is not None:
+        checks += _category_checks(candidate, champion, cfg)
+    passed = all(c.passed is not False for c in checks)
+    return GateDecision(passed, checks, cand_auc, champ_auc, champion_version)
+
+
+def _category_checks(candidate: dict, champion: dict, cfg: GateConfig) -> list[Check]:
+    counts = candidate.get("per_category_n", {})
+    checks = []
+    for name, cand in sorted(candidate.get("per_category_auc", {}).items()):
+        champ = champion.get("per_category_auc", {}).get(name)
+        n = counts.get(name)
+        if cand is None or champ is None:
+            checks.append(Check(f"category:{name}", None, "AUC undefined for candidate or champion"))
+        elif n is not None and n < cfg.min_category_impressions:
+            checks.append(
+                Check(f"category:{name}", None, f"only {n} eval impressions (< {cfg.min_category_impressions})")
+            )
+        else:
+            delta = cand - champ
+            checks.append(
+                Check(
+                    f"category:{name}",
+                    delta >= -cfg.max_category_drop,
+                    f"{cand:.4f} vs {champ:.4f} (delta {delta:+.4f}, allowed drop {cfg.max_category_drop:.4f})",
+                )
+            )
+    return checks
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"

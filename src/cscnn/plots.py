@@ -1,0 +1,99 @@
+"""Pictures logged with every candidate: ROC curve, per-category AUC, category attention heatmaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cscnn.checkpoint import load_checkpoint
+from cscnn.data.io import World
+from cscnn.features import encode, feature_frame, image_bank
+from cscnn.train import predict, select_device
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc_curve_png(model_dir: Path, world: World, day: str, out: Path) -> Path:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    model, encoder, cfg, card = load_checkpoint(model_dir)
+    device = select_device("cpu")
+    data = encode(feature_frame(world, world.impressions([day])), encoder)
+    bank = image_bank(world, encoder, cfg.model.image_size) if model.uses_images else None
+    probs = predict(model, data, bank, device)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    if len(set(data.label)) == 2:
+        fpr, tpr, _ = roc_curve(data.label, probs)
+        ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(data.label, probs):.4f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC on {day}")
+    ax.legend(loc="lower right")
+    return _save(fig, plt, out)
+
+
+def category_auc_png(candidate: dict, champion: dict | None, out: Path) -> Path:
+    plt = _pyplot()
+    names = sorted(candidate["per_category_auc"])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(names) + 2), 3.5))
+    cand = [candidate["per_category_auc"][n] or np.nan for n in names]
+    ax.bar(x - 0.2, cand, width=0.4, label="candidate")
+    if champion is not None:
+        champ = [champion["per_category_auc"].get(n) or np.nan for n in names]
+        ax.bar(x + 0.2, champ, width=0.4, label="champion")
+    ax.set_xticks(x, names, rotation=45, ha="right")
+    ax.set(ylabel="AUC", ylim=(0.4, 1.0), title="AUC per category (eval day)")
+    ax.legend()
+    return _save(fig, plt, out)
+
+
+@torch.no_grad()
+def attention_png(model_dir: Path, world: World, out: Path, per_category: int = 3) -> Path | None:
+    """First-layer spatial attention over a few items of each category (None if the model has none)."""
+    model, encoder, cfg, _ = load_checkpoint(model_dir)
+    if not model.uses_images:
+        return None
+    items = world.items[world.items["category"].isin(encoder.categories)]
+    picked = items.groupby("category", sort=True).head(per_category).reset_index(drop=True)
+    sub = World(root=world.root, items=picked, users=world.users, days=world.days)
+    bank = image_bank(sub, encoder, cfg.model.image_size)
+    maps = model.encode_images(bank.images, bank.categories, return_attention=True)["attention"][0]
+    if "spatial" not in maps:
+        return None
+    spatial = maps["spatial"].numpy()
+    categories = sorted(picked["category"].unique())
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        len(categories), per_category, figsize=(1.6 * per_category, 1.6 * len(categories)), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, category in enumerate(categories):
+        rows = np.flatnonzero(picked["category"].to_numpy() == category)
+        for c, row in enumerate(rows[:per_category]):
+            image = bank.images[row].permute(1, 2, 0).numpy()
+            axes[r][c].imshow(image)
+            axes[r][c].imshow(
+                spatial[row], cmap="jet", alpha=0.45, extent=(0, image.shape[1], image.shape[0], 0), vmin=0, vmax=1
+            )
+            axes[r][c].set_title(f"{category}", fontsize=7)
+    fig.suptitle("spatial attention, layer 1", fontsize=9)
+    return _save(fig, plt, out)
+
+
+def _save(fig, plt, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
