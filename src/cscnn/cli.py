@@ -197,3 +197,152 @@ def compare_cmd(
     command = "cscnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_results(rows, out, command, world, cfg)
     typer.echo(f"results -> {out}")
+
+
+@app.command("validate")
+def validate_cmd(
+    data: DataDir,
+    day: Annotated[str, typer.Option(help="Day to validate (YYYY-MM-DD).")],
+    out: Annotated[Path, typer.Option(help="Folder for validation.json and the data docs.")],
+    previous_day: Annotated[
+        str | None, typer.Option(help="Day to compare the category mix with (default: the day before in --data).")
+    ] = None,
+    profile: Profile = "small",
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+) -> None:
+    """Great Expectations on one day of raw data (never modified). Exit code 1 when an expectation fails."""
+    from cscnn.data.io import list_days
+    from cscnn.validation import validate_day
+
+    try:
+        cfg = load_config(profile, config, overrides)
+        previous = previous_day or max((d for d in list_days(data) if d < day), default=None)
+        report = validate_day(data, day, out, cfg.validation, previous_day=previous)
+    except CSCNNError as exc:
+        _fail(exc)
+    typer.echo(report.summary())
+    typer.echo(f"result: {report.result_path}\ndata docs: {report.docs_path}")
+    if not report.success:
+        raise typer.Exit(code=1)
+
+
+@app.command("gate")
+def gate_cmd(
+    candidate: Annotated[Path, typer.Option(help="Candidate metrics JSON (`cscnn evaluate --out`).")],
+    out: Annotated[Path, typer.Option(help="Decision JSON to write.")],
+    champion: Annotated[
+        Path | None, typer.Option(help="Champion metrics JSON on the same day; omit for a first model.")
+    ] = None,
+    profile: Profile = "small",
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+) -> None:
+    """Decide whether a candidate may replace the champion. Writes the decision; exit code 0 either way."""
+    from cscnn.data.io import write_json
+    from cscnn.gate import decide
+
+    try:
+        cfg = load_config(profile, config, overrides)
+        cand = json.loads(candidate.read_text())
+        champ = json.loads(champion.read_text()) if champion is not None else None
+    except (OSError, json.JSONDecodeError) as exc:
+        _fail(CSCNNError(f"cannot read metrics: {exc}"))
+    except CSCNNError as exc:
+        _fail(exc)
+    decision = decide(cand, champ, cfg.gate)
+    write_json(out, decision.to_dict())
+    typer.echo(decision.summary())
+
+
+model_app = typer.Typer(help="The MLflow registry: versions, aliases, rollback.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+StateDir = Annotated[Path | None, typer.Option("--state", help="State folder (default: $CSCNN_STATE or ./.state).")]
+
+
+@model_app.command("list")
+def model_list(state: StateDir = None) -> None:
+    """Registered versions, with the aliases that name them."""
+    from cscnn import registry
+    from cscnn.state import State
+
+    st = State.from_env(state)
+    champion, challenger = (registry.resolve(a, st) for a in (registry.CHAMPION, registry.CHALLENGER))
+    for ref in registry.list_versions(st):
+        aliases = [n for n, r in (("champion", champion), ("challenger", challenger)) if r and r.version == ref.version]
+        typer.echo(f"v{ref.version}  model {ref.fingerprint}  table {ref.embeddings or '-'}  {' '.join(aliases)}")
+
+
+@model_app.command("rollback")
+def model_rollback(
+    to: Annotated[str | None, typer.Option(help="Version to serve (default: the previous champion).")] = None,
+    state: StateDir = None,
+) -> None:
+    """Move `champion` back to the previous champion (or --to VERSION); a running service follows."""
+    from cscnn import registry
+    from cscnn.state import State
+
+    try:
+        before = registry.resolve(registry.CHAMPION, State.from_env(state))
+        ref = registry.rollback(State.from_env(state), to_version=to)
+    except CSCNNError as exc:
+        _fail(exc)
+    typer.echo(f"champion: v{before.version} -> v{ref.version}")
+
+
+daily_app = typer.Typer(
+    help="The daily loop without Airflow: run the Kubeflow pipeline for a day.", no_args_is_help=True
+)
+app.add_typer(daily_app, name="daily")
+
+
+@daily_app.command("run")
+def daily_run(
+    day: Annotated[str, typer.Option(help="Day to process (YYYY-MM-DD).")],
+    landing: Annotated[Path, typer.Option(help="Landing world folder the day's raw data arrives in.")],
+    pipeline: Annotated[str, typer.Option(help="daily or embedding_refresh.")] = "daily",
+    profile: Profile = "small",
+    overrides: Overrides = None,
+    state: StateDir = None,
+) -> None:
+    """Run the pipeline for one day: kfp.local, or the KFP host in $KFP_HOST. Exit code 1 if it fails."""
+    from cscnn.daily import read_status
+    from cscnn.state import State
+    from kfp_pipelines.runner import run_pipeline
+
+    st = State.from_env(state)
+    arguments = {"day": day, "landing": str(landing.resolve()), "state_dir": str(st.root), "profile": profile}
+    if pipeline == "daily":
+        arguments["overrides"] = list(overrides or [])
+    try:
+        load_config(profile, overrides=overrides)
+        run_pipeline(pipeline, arguments)
+    except CSCNNError as exc:
+        _fail(exc)
+    except RuntimeError as exc:
+        typer.secho(f"pipeline failed: {exc}", fg=typer.colors.RED, err=True)
+        _print_json(read_status(st, day))
+        raise typer.Exit(code=1) from None
+    _print_json(read_status(st, day))
+
+
+@daily_app.command("status")
+def daily_status(day: Annotated[str, typer.Option(help="Day (YYYY-MM-DD).")], state: StateDir = None) -> None:
+    """What the daily run decided for a day (validation, data version, gate, model versions)."""
+    from cscnn.daily import read_status
+    from cscnn.state import State
+
+    _print_json(read_status(State.from_env(state), day))
+
+
+pipeline_app = typer.Typer(help="The Kubeflow pipelines (kfp_pipelines/).", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("compile")
+def pipeline_compile() -> None:
+    """Regenerate kfp_pipelines/compiled/*.yaml (committed; a test fails when they are stale)."""
+    from kfp_pipelines.runner import compile_all
+
+    for path in compile_all():
+        typer.echo(f"compiled {path}")

@@ -1,0 +1,1 @@
+"""Kubeflow pipelines of the daily loop: one lightweight component per `cscnn.daily` step."""

@@ -1,0 +1,73 @@
+"""The daily pipeline and the embedding-refresh pipeline, wired from `components`.
+
+Cluster concerns sit on the tasks: the embedding steps request a GPU (accelerator type and limit) and are
+pinned to GPU nodes with a node selector and a toleration (kfp-kubernetes). `kfp.local` ignores them with
+a warning; they are in the compiled YAML for a real cluster.
+"""
+
+from kfp import dsl, kubernetes
+
+from kfp_pipelines import components as c
+
+GPU_ACCELERATOR = "nvidia.com/gpu"
+GPU_NODE_LABEL = ("cloud.google.com/gke-accelerator", "nvidia-tesla-t4")
+GPU_TAINT = "nvidia.com/gpu"
+
+
+def on_gpu_node(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    task.set_accelerator_type(GPU_ACCELERATOR).set_accelerator_limit(1)
+    task.set_memory_limit("16G").set_cpu_limit("4")
+    kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
+    kubernetes.add_toleration(task, key=GPU_TAINT, operator="Exists", effect="NoSchedule")
+    return task
+
+
+@dsl.pipeline(name="cscnn-daily", description="Validate, version, refresh, retrain, gate and ship CSCNN for one day.")
+def cscnn_daily(
+    day: str,
+    landing: str,
+    state_dir: str,
+    profile: str = "small",
+    overrides: list = [],  # noqa: B006 - KFP pipeline parameters declare their default this way
+) -> None:
+    validated = c.validate_day(landing=landing, day=day, profile=profile, overrides=overrides, state_dir=state_dir)
+    version = c.version_day(landing=landing, day=day, state_dir=state_dir).after(validated)
+    world_dir = version.outputs["world_dir"]
+    common = {"day": day, "profile": profile, "overrides": overrides, "state_dir": state_dir}
+    refresh = on_gpu_node(c.refresh_embeddings(world_dir=world_dir, **common))
+    trained = c.train_candidate(world_dir=world_dir, **common).after(refresh)
+    evaluated = c.evaluate(candidate=trained.outputs["candidate"], world_dir=world_dir, **common)
+    decided = c.gate(evaluation=evaluated.outputs["Output"], **common)
+    registered = c.register(
+        candidate=trained.outputs["candidate"],
+        validation=validated.outputs["report"],
+        world_dir=world_dir,
+        evaluation=evaluated.outputs["Output"],
+        decision=decided.outputs["decision"],
+        data_version=version.outputs["tag"],
+        **common,
+    )
+    with dsl.If(decided.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
+        table = on_gpu_node(
+            c.publish_table(
+                ref=registered.outputs["Output"], candidate=trained.outputs["candidate"], world_dir=world_dir, **common
+            )
+        )
+        packaged = c.package_service(ref=table.outputs["Output"], **common)
+        c.promote(ref=table.outputs["Output"], day=day, state_dir=state_dir).after(packaged)
+    with dsl.Else(name="gate-failed"):
+        c.keep_champion(decision=decided.outputs["decision"], day=day, state_dir=state_dir).after(registered)
+
+
+@dsl.pipeline(name="cscnn-embedding-refresh", description="Embed new ads with the champion's CNN between retrains.")
+def cscnn_embedding_refresh(day: str, landing: str, state_dir: str, profile: str = "small") -> None:
+    validated = c.validate_day(landing=landing, day=day, profile=profile, overrides=[], state_dir=state_dir)
+    version = c.version_day(landing=landing, day=day, state_dir=state_dir).after(validated)
+    on_gpu_node(
+        c.refresh_embeddings(
+            world_dir=version.outputs["world_dir"], day=day, profile=profile, overrides=[], state_dir=state_dir
+        )
+    )
+
+
+PIPELINES = {"daily": cscnn_daily, "embedding_refresh": cscnn_embedding_refresh}

@@ -1,0 +1,249 @@
+"""The steps of the daily loop, each one function. KFP components, DVC stages and the CLI call these.
+
+    validate -> version -> refresh embeddings -> train candidate -> evaluate (candidate and champion, same
+    day) -> gate -> register (alias `challenger`) -> [gate passed] full embedding table -> package and
+    smoke-check the service -> promote (alias `champion`)
+
+The table and the package check come before `champion` moves, so the alias only ever names a version that
+has its table and a service that answered a request. Each step prints what it decided (the task log) and
+records it in the day's status file (`State.day_status_file`), which the Airflow report task reads.
+A failing step raises; nothing after it runs, and `champion` stays where it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from cscnn.config import Config
+from cscnn.data.io import list_days, open_world, write_json
+from cscnn.errors import CSCNNError
+from cscnn.state import State
+
+STATUS_ORDER = ("started", "validated", "versioned", "trained", "evaluated", "not_promoted", "promoted")
+
+
+class DataValidationError(CSCNNError):
+    """The day's data failed validation: the run stops before anything trains."""
+
+
+def read_status(state: State, day: str) -> dict:
+    path = state.day_status_file(day)
+    return json.loads(path.read_text()) if path.is_file() else {"day": day}
+
+
+def mark(state: State, day: str, **fields) -> dict:
+    """Merge `fields` into the day's status file (what operators and the report task read)."""
+    status = read_status(state, day)
+    status.update(fields, updated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    write_json(state.day_status_file(day), status)
+    return status
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def validate(landing: Path, day: str, cfg: Config, state: State, out: Path) -> dict:
+    """Great Expectations on the landing day (raw data is read, never changed). Raises on failure."""
+    from cscnn.validation import validate_day
+
+    days = list_days(landing)
+    previous = max((d for d in days if d < day), default=None)
+    mark(state, day, status="started", error=None)
+    report = validate_day(Path(landing), day, Path(out), cfg.validation, previous_day=previous)
+    _log(report.summary())
+    fields = {"validation": {"success": report.success, "failures": report.failures, "docs": str(report.docs_path)}}
+    if not report.success:
+        mark(state, day, status="rejected", **fields)
+        raise DataValidationError(f"day {day} failed validation; nothing was trained.\n{report.summary()}")
+    mark(state, day, status="validated", **fields)
+    return report.to_dict()
+
+
+def version(landing: Path, day: str, state: State) -> dict:
+    """DVC: add the day and the catalogue to the data registry, commit the pointers, push."""
+    from cscnn import versioning
+
+    versioning.init_registry(state.data_registry, state.dvc_remote)
+    data_version = versioning.version_day(Path(landing), day, state.data_registry, state.dvc_remote)
+    _log(f"data version {data_version.tag()} pushed to {data_version.remote}")
+    mark(state, day, status="versioned", data_version=data_version.tag())
+    return {**data_version.to_dict(), "world_dir": str(data_version.world_dir), "tag": data_version.tag()}
+
+
+def refresh_embeddings(world_dir: Path, day: str, cfg: Config, state: State, out: Path) -> dict:
+    """Embed the ads the champion's table lacks with the champion's CNN, and attach the extended table."""
+    from cscnn import registry
+    from cscnn.embed import extend_table
+
+    champion = registry.resolve(registry.CHAMPION, state, cfg.serve.model_name)
+    if champion is None:
+        _log("embedding refresh skipped: no champion yet")
+        return {"refreshed": 0, "skipped": "no champion yet"}
+    checkpoint, table = registry.fetch(champion, state)
+    meta = extend_table(checkpoint, table, Path(world_dir), Path(out), device=cfg.train.device)
+    result = {"refreshed": meta["refreshed"], "n_items": meta["n_items"], "version": champion.version}
+    if meta["refreshed"]:
+        ref = registry.attach_embeddings(champion, Path(out), key=f"{day}-refresh", state=state)
+        result["embeddings"] = ref.embeddings
+    _log(f"embedding refresh: {meta['refreshed']} new item(s) embedded by champion v{champion.version}")
+    mark(state, day, refresh=result)
+    return result
+
+
+def train_candidate(world_dir: Path, day: str, cfg: Config, state: State, out: Path) -> dict:
+    """Train on the rolling window that ends the day before `day`; `day` itself is held out for the gate."""
+    from cscnn.train import train
+
+    world = open_world(Path(world_dir)).until(day)
+    if world.days[-1] != day:
+        raise CSCNNError(f"day {day} is not in the versioned world {world_dir} (days: {world.days})")
+    result = train(world, cfg, Path(out), progress=False)
+    summary = {
+        "fingerprint": result.card["fingerprint"],
+        "days": result.card["days"],
+        "val_auc": result.card["val_auc"],
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.wall_seconds, 1),
+    }
+    _log(f"candidate {summary['fingerprint']} trained in {summary['train_seconds']} s on {summary['days']['train']}")
+    mark(state, day, status="trained", candidate=summary)
+    return summary
+
+
+def evaluate(candidate_dir: Path, world_dir: Path, day: str, cfg: Config, state: State) -> dict:
+    """Candidate and champion on the same held-out day."""
+    from cscnn import registry
+    from cscnn.evaluate import evaluate_checkpoint
+
+    candidate = evaluate_checkpoint(Path(candidate_dir), Path(world_dir), [day], device=cfg.train.device)
+    champion_ref = registry.resolve(registry.CHAMPION, state, cfg.serve.model_name)
+    champion = None
+    if champion_ref is not None:
+        checkpoint, _ = registry.fetch(champion_ref, state)
+        champion = evaluate_checkpoint(checkpoint, Path(world_dir), [day], device=cfg.train.device)
+    evaluation = {
+        "day": day,
+        "candidate": candidate,
+        "champion": champion,
+        "champion_version": champion_ref.version if champion_ref else None,
+    }
+    champ_text = f"{champion['auc']:.4f} (v{champion_ref.version})" if champion else "none"
+    _log(f"eval {day}: candidate AUC {candidate['auc']:.4f}, champion AUC {champ_text}")
+    mark(state, day, status="evaluated", evaluation={"candidate_auc": candidate["auc"], "champion": champ_text})
+    return evaluation
+
+
+def gate(evaluation: dict, day: str, cfg: Config, state: State) -> dict:
+    from cscnn.gate import decide
+
+    decision = decide(evaluation["candidate"], evaluation["champion"], cfg.gate, evaluation["champion_version"])
+    _log(decision.summary())
+    mark(state, day, gate=decision.to_dict())
+    return decision.to_dict()
+
+
+def register(
+    candidate_dir: Path,
+    world_dir: Path,
+    day: str,
+    evaluation: dict,
+    decision: dict,
+    data_version: str,
+    validation_dir: Path | None,
+    cfg: Config,
+    state: State,
+    work: Path,
+) -> dict:
+    """One MLflow run for the candidate (params, metrics, pictures, reports, data version) and a registered
+    version with the alias `challenger`. `champion` does not move here."""
+    from cscnn import plots, registry, schema
+    from cscnn.features import feature_frame
+
+    world = open_world(Path(world_dir)).until(day)
+    work = Path(work)
+    cand, champ = evaluation["candidate"], evaluation["champion"]
+    pictures = work / "pictures"
+    plots.roc_curve_png(Path(candidate_dir), world, day, pictures / "roc_curve.png")
+    plots.category_auc_png(cand, champ, pictures / "per_category_auc.png")
+    plots.attention_png(Path(candidate_dir), world, pictures / "attention_heatmaps.png")
+    write_json(work / "reports" / "evaluation.json", evaluation)
+    write_json(work / "reports" / "gate.json", decision)
+    artifacts = {"pictures": pictures, "reports": work / "reports"}
+    if validation_dir is not None and Path(validation_dir).is_dir():
+        artifacts["validation"] = Path(validation_dir)
+    metrics = {
+        "auc": cand["auc"],
+        "logloss": cand["logloss"],
+        "cold_start_auc": cand["cold_start_auc"],
+        "champion_auc": champ["auc"] if champ else None,
+        "gate_passed": float(decision["passed"]),
+        **{f"auc_{name}": value for name, value in cand["per_category_auc"].items()},
+    }
+    frame = feature_frame(world, world.impressions([day])).head(5)
+    example = frame[[*schema.SPARSE_FEATURES, "price"]].astype({"position": str, "hour": str}).copy()
+    example["image"] = [str((world.images_dir / name).resolve()) for name in frame["image"]]
+    params = {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
+    ref = registry.log_candidate(
+        Path(candidate_dir),
+        metrics,
+        params,
+        data_version,
+        state=state,
+        cfg=cfg,
+        artifacts=artifacts,
+        input_example=example,
+        tags={"day": day, "gate": "passed" if decision["passed"] else "failed"},
+    )
+    _log(f"registered {ref.name} v{ref.version} (alias challenger), MLflow run {ref.run_id}")
+    mark(state, day, candidate_version=ref.version, mlflow_run=ref.run_id)
+    return ref.to_dict()
+
+
+def publish_table(ref: dict, candidate_dir: Path, world_dir: Path, day: str, cfg: Config, state: State, out: Path):
+    """The full embedding table for a new model version, logged with it."""
+    from cscnn import registry
+    from cscnn.embed import export_table
+
+    meta = export_table(Path(candidate_dir), Path(world_dir), Path(out), device=cfg.train.device)
+    model_ref = registry.attach_embeddings(registry.ModelRef(**ref), Path(out), key=day, state=state)
+    _log(f"embedding table of v{model_ref.version}: {meta['n_items']} items -> {model_ref.embeddings}")
+    return model_ref.to_dict()
+
+
+def package(ref: dict, day: str, cfg: Config, state: State) -> dict:
+    """Build the ranking service's bento and check that it loads this version and answers a canned request."""
+    from cscnn import packaging
+
+    result = packaging.package_and_check(ref["version"], cfg, state)
+    _log(f"bento {result['tag']} built; smoke check answered: {result['check']}")
+    mark(state, day, package=result)
+    return result
+
+
+def promote(ref: dict, day: str, state: State) -> dict:
+    from cscnn import registry
+
+    previous = registry.resolve(registry.CHAMPION, state, ref["name"])
+    registry.promote(registry.ModelRef(**ref), state)
+    result = {"champion": ref["version"], "previous": previous.version if previous else None}
+    _log(f"champion -> v{ref['version']} (was {result['previous']})")
+    mark(state, day, status="promoted", champion=ref["version"])
+    return result
+
+
+def not_promoted(day: str, decision: dict, state: State) -> dict:
+    from cscnn import registry
+
+    champion = registry.resolve(registry.CHAMPION, state)
+    mark(state, day, status="not_promoted", champion=champion.version if champion else None)
+    return {"champion": champion.version if champion else None, "reasons": decision.get("reasons", [])}
+
+
+def context(profile: str, overrides: list[str], state_dir: str) -> tuple[Config, State]:
+    """What every pipeline component starts with: the run's config and the state locations."""
+    from cscnn.config import load_config
+
+    return load_config(profile, overrides=list(overrides)), State.from_env(state_dir or None)

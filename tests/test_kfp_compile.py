@@ -1,0 +1,43 @@
+"""Golden-file test: the committed pipeline YAML must match what the code compiles to."""
+
+from pathlib import Path
+
+import yaml
+
+from kfp_pipelines.daily import PIPELINES
+from kfp_pipelines.runner import COMPILED_DIR, compile_all
+
+
+def _spec(path: Path) -> list:
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def test_compiled_yaml_is_up_to_date(tmp_path):
+    fresh = compile_all(tmp_path)
+    assert {p.name for p in fresh} == {f"{name}.yaml" for name in PIPELINES}
+    for path in fresh:
+        committed = COMPILED_DIR / path.name
+        assert committed.is_file(), f"{committed} missing: run `cscnn pipeline compile`"
+        assert _spec(path) == _spec(committed), (
+            f"{committed.name} is stale: the pipeline changed; run `cscnn pipeline compile` and commit the YAML"
+        )
+
+
+def test_gpu_request_node_selector_and_toleration_are_compiled_in():
+    docs = _spec(COMPILED_DIR / "daily.yaml")
+    text = (COMPILED_DIR / "daily.yaml").read_text()
+    executors = docs[0]["deploymentSpec"]["executors"]
+    gpu = [name for name, ex in executors.items() if "accelerator" in ex["container"].get("resources", {})]
+    assert sorted(gpu) == ["exec-publish-table", "exec-refresh-embeddings"]
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in gpu:
+        assert platform[name]["nodeSelector"]["labels"]
+        assert platform[name]["tolerations"][0]["effect"] == "NoSchedule"
+    assert "gate-passed" in text
+
+
+def test_promotion_sits_under_the_gate_condition():
+    root = _spec(COMPILED_DIR / "daily.yaml")[0]["root"]["dag"]["tasks"]
+    assert "promote" not in root and "publish-table" not in root
+    condition_branches = [t for name, t in root.items() if name.startswith("condition-branches")]
+    assert condition_branches, sorted(root)
