@@ -2,11 +2,11 @@
 
 Each component imports inside its body (it runs in its own process: a pod on a cluster, a subprocess
 under `kfp.local`) and calls one library function; the logic lives in the library, never here. Small
-results travel as parameters, model files as artifacts; the state folder (`state_dir`: MLflow's SQLite
-file, the data registry, status files) is a shared volume on a cluster and a local folder here.
+results travel as parameters, files and decisions as artifacts. The state folder (`state_dir`: MLflow's
+SQLite file, the data registry and its versioned world, status files) is a shared volume on a cluster
+and a local folder here. Branch conditions come from single return values (`Output`): kfp.local cannot
+resolve a condition on a field of a NamedTuple output.
 """
-
-from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
@@ -30,53 +30,48 @@ def validate_day(
 
 
 @component
-def version_day(landing: str, day: str, state_dir: str) -> NamedTuple("DataVersion", world_dir=str, tag=str):
-    """DVC: add the day to the data registry, commit the pointers, push to the remote."""
-    from collections import namedtuple
+def version_day(
+    landing: str, day: str, profile: str, overrides: list, state_dir: str, data_version: Output[Artifact]
+) -> bool:
+    """DVC: add the day to the data registry, commit the pointers, push. Returns: enough history to train."""
+    import json
+    from pathlib import Path
 
     from cscnn import daily
 
-    state = daily.context("small", [], state_dir)[1]
-    version = daily.version(landing, day, state)
-    return namedtuple("DataVersion", ["world_dir", "tag"])(str(version["world_dir"]), version["tag"])
+    cfg, state = daily.context(profile, overrides, state_dir)
+    version = daily.version(Path(landing), day, cfg, state)
+    Path(data_version.path).write_text(json.dumps(version, default=str))
+    data_version.metadata.update({"tag": version["tag"], "commit": version["commit"]})
+    return bool(version["ready"])
 
 
 @component
-def refresh_embeddings(
-    world_dir: str, day: str, profile: str, overrides: list, state_dir: str, table: Output[Artifact]
-) -> int:
+def refresh_embeddings(day: str, profile: str, overrides: list, state_dir: str, table: Output[Artifact]) -> int:
     """New ads get visual vectors from the champion's CNN (GPU node on a cluster). Returns how many."""
     from pathlib import Path
 
     from cscnn import daily
 
     cfg, state = daily.context(profile, overrides, state_dir)
-    return daily.refresh_embeddings(Path(world_dir), day, cfg, state, Path(table.path))["refreshed"]
+    return daily.refresh_embeddings(day, cfg, state, Path(table.path))["refreshed"]
 
 
 @component
-def train_candidate(
-    world_dir: str, day: str, profile: str, overrides: list, state_dir: str, candidate: Output[Model]
-) -> None:
+def train_candidate(day: str, profile: str, overrides: list, state_dir: str, candidate: Output[Model]) -> None:
     """Train a candidate end to end on the rolling window before `day`."""
     from pathlib import Path
 
     from cscnn import daily
 
     cfg, state = daily.context(profile, overrides, state_dir)
-    summary = daily.train_candidate(Path(world_dir), day, cfg, state, Path(candidate.path))
+    summary = daily.train_candidate(day, cfg, state, Path(candidate.path))
     candidate.metadata.update({"fingerprint": summary["fingerprint"], "val_auc": summary["val_auc"]})
 
 
 @component
 def evaluate(
-    candidate: Input[Model],
-    world_dir: str,
-    day: str,
-    profile: str,
-    overrides: list,
-    state_dir: str,
-    metrics: Output[Metrics],
+    candidate: Input[Model], day: str, profile: str, overrides: list, state_dir: str, metrics: Output[Metrics]
 ) -> dict:
     """Candidate and champion on the same held-out day."""
     from pathlib import Path
@@ -84,42 +79,43 @@ def evaluate(
     from cscnn import daily
 
     cfg, state = daily.context(profile, overrides, state_dir)
-    result = daily.evaluate(Path(candidate.path), Path(world_dir), day, cfg, state)
+    result = daily.evaluate(Path(candidate.path), day, cfg, state)
     metrics.log_metric("candidate_auc", result["candidate"]["auc"])
-    if result["champion"] is not None:
+    if "champion" in result:
         metrics.log_metric("champion_auc", result["champion"]["auc"])
     return result
 
 
 @component
-def gate(evaluation: dict, day: str, profile: str, overrides: list, state_dir: str) -> NamedTuple(
-    "Gate", passed=bool, decision=dict
-):
-    """Floor, change against the champion and per-category checks; the decision is printed and saved."""
-    from collections import namedtuple
+def gate(evaluation: dict, day: str, profile: str, overrides: list, state_dir: str, decision: Output[Artifact]) -> bool:
+    """Floor, change against the champion and per-category checks. The decision is printed and saved."""
+    import json
+    from pathlib import Path
 
     from cscnn import daily
 
     cfg, state = daily.context(profile, overrides, state_dir)
-    decision = daily.gate(evaluation, day, cfg, state)
-    return namedtuple("Gate", ["passed", "decision"])(decision["passed"], decision)
+    result = daily.gate(evaluation, day, cfg, state)
+    Path(decision.path).write_text(json.dumps(result, indent=2))
+    decision.metadata.update({"passed": result["passed"], "reasons": result["reasons"]})
+    return bool(result["passed"])
 
 
 @component
 def register(
     candidate: Input[Model],
     validation: Input[Artifact],
-    world_dir: str,
-    day: str,
+    data_version: Input[Artifact],
+    decision: Input[Artifact],
     evaluation: dict,
-    decision: dict,
-    data_version: str,
+    day: str,
     profile: str,
     overrides: list,
     state_dir: str,
     work: Output[Artifact],
 ) -> dict:
     """MLflow run + registered version (alias `challenger`), whatever the gate said."""
+    import json
     from pathlib import Path
 
     from cscnn import daily
@@ -127,11 +123,10 @@ def register(
     cfg, state = daily.context(profile, overrides, state_dir)
     return daily.register(
         Path(candidate.path),
-        Path(world_dir),
         day,
         evaluation,
-        decision,
-        data_version,
+        json.loads(Path(decision.path).read_text()),
+        json.loads(Path(data_version.path).read_text())["tag"],
         Path(validation.path),
         cfg,
         state,
@@ -141,14 +136,7 @@ def register(
 
 @component
 def publish_table(
-    ref: dict,
-    candidate: Input[Model],
-    world_dir: str,
-    day: str,
-    profile: str,
-    overrides: list,
-    state_dir: str,
-    table: Output[Artifact],
+    ref: dict, candidate: Input[Model], day: str, profile: str, overrides: list, state_dir: str, table: Output[Artifact]
 ) -> dict:
     """The full embedding table of the new version, logged with it (GPU node on a cluster)."""
     from pathlib import Path
@@ -156,7 +144,7 @@ def publish_table(
     from cscnn import daily
 
     cfg, state = daily.context(profile, overrides, state_dir)
-    return daily.publish_table(ref, Path(candidate.path), Path(world_dir), day, cfg, state, Path(table.path))
+    return daily.publish_table(ref, Path(candidate.path), day, cfg, state, Path(table.path))
 
 
 @component
@@ -178,9 +166,12 @@ def promote(ref: dict, day: str, state_dir: str) -> dict:
 
 
 @component
-def keep_champion(decision: dict, day: str, state_dir: str) -> dict:
+def keep_champion(decision: Input[Artifact], day: str, state_dir: str) -> dict:
     """The gate said no: record it; `champion` stays where it was."""
+    import json
+    from pathlib import Path
+
     from cscnn import daily
 
     state = daily.context("small", [], state_dir)[1]
-    return daily.not_promoted(day, decision, state)
+    return daily.not_promoted(day, json.loads(Path(decision.path).read_text()), state)

@@ -30,44 +30,37 @@ def cscnn_daily(
     profile: str = "small",
     overrides: list = [],  # noqa: B006 - KFP pipeline parameters declare their default this way
 ) -> None:
-    validated = c.validate_day(landing=landing, day=day, profile=profile, overrides=overrides, state_dir=state_dir)
-    version = c.version_day(landing=landing, day=day, state_dir=state_dir).after(validated)
-    world_dir = version.outputs["world_dir"]
     common = {"day": day, "profile": profile, "overrides": overrides, "state_dir": state_dir}
-    refresh = on_gpu_node(c.refresh_embeddings(world_dir=world_dir, **common))
-    trained = c.train_candidate(world_dir=world_dir, **common).after(refresh)
-    evaluated = c.evaluate(candidate=trained.outputs["candidate"], world_dir=world_dir, **common)
-    decided = c.gate(evaluation=evaluated.outputs["Output"], **common)
-    registered = c.register(
-        candidate=trained.outputs["candidate"],
-        validation=validated.outputs["report"],
-        world_dir=world_dir,
-        evaluation=evaluated.outputs["Output"],
-        decision=decided.outputs["decision"],
-        data_version=version.outputs["tag"],
-        **common,
-    )
-    with dsl.If(decided.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
-        table = on_gpu_node(
-            c.publish_table(
-                ref=registered.outputs["Output"], candidate=trained.outputs["candidate"], world_dir=world_dir, **common
-            )
+    validated = c.validate_day(landing=landing, **common)
+    versioned = c.version_day(landing=landing, **common).after(validated)
+    with dsl.If(versioned.outputs["Output"] == True, name="enough-history"):  # noqa: E712 - a KFP condition
+        refresh = on_gpu_node(c.refresh_embeddings(**common))
+        trained = c.train_candidate(**common).after(refresh)
+        candidate = trained.outputs["candidate"]
+        evaluated = c.evaluate(candidate=candidate, **common)
+        decided = c.gate(evaluation=evaluated.outputs["Output"], **common)
+        registered = c.register(
+            candidate=candidate,
+            validation=validated.outputs["report"],
+            data_version=versioned.outputs["data_version"],
+            decision=decided.outputs["decision"],
+            evaluation=evaluated.outputs["Output"],
+            **common,
         )
-        packaged = c.package_service(ref=table.outputs["Output"], **common)
-        c.promote(ref=table.outputs["Output"], day=day, state_dir=state_dir).after(packaged)
-    with dsl.Else(name="gate-failed"):
-        c.keep_champion(decision=decided.outputs["decision"], day=day, state_dir=state_dir).after(registered)
+        with dsl.If(decided.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
+            table = on_gpu_node(c.publish_table(ref=registered.outputs["Output"], candidate=candidate, **common))
+            packaged = c.package_service(ref=table.outputs["Output"], **common)
+            c.promote(ref=table.outputs["Output"], day=day, state_dir=state_dir).after(packaged)
+        with dsl.Else(name="gate-failed"):
+            c.keep_champion(decision=decided.outputs["decision"], day=day, state_dir=state_dir).after(registered)
 
 
 @dsl.pipeline(name="cscnn-embedding-refresh", description="Embed new ads with the champion's CNN between retrains.")
 def cscnn_embedding_refresh(day: str, landing: str, state_dir: str, profile: str = "small") -> None:
-    validated = c.validate_day(landing=landing, day=day, profile=profile, overrides=[], state_dir=state_dir)
-    version = c.version_day(landing=landing, day=day, state_dir=state_dir).after(validated)
-    on_gpu_node(
-        c.refresh_embeddings(
-            world_dir=version.outputs["world_dir"], day=day, profile=profile, overrides=[], state_dir=state_dir
-        )
-    )
+    common = {"day": day, "profile": profile, "overrides": [], "state_dir": state_dir}
+    validated = c.validate_day(landing=landing, **common)
+    versioned = c.version_day(landing=landing, **common).after(validated)
+    on_gpu_node(c.refresh_embeddings(**common)).after(versioned)
 
 
 PIPELINES = {"daily": cscnn_daily, "embedding_refresh": cscnn_embedding_refresh}

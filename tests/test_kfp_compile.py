@@ -36,8 +36,22 @@ def test_gpu_request_node_selector_and_toleration_are_compiled_in():
     assert "gate-passed" in text
 
 
-def test_promotion_sits_under_the_gate_condition():
-    root = _spec(COMPILED_DIR / "daily.yaml")[0]["root"]["dag"]["tasks"]
-    assert "promote" not in root and "publish-table" not in root
-    condition_branches = [t for name, t in root.items() if name.startswith("condition-branches")]
-    assert condition_branches, sorted(root)
+def test_training_waits_for_history_and_promotion_for_the_gate():
+    spec = _spec(COMPILED_DIR / "daily.yaml")[0]
+    root = spec["root"]["dag"]["tasks"]
+    assert {"validate-day", "version-day"} <= set(root)
+    assert "version-day" in root[next(n for n in root if n.startswith("condition-"))]["dependentTasks"]
+    conditions = {}
+    for comp in [spec["root"], *spec["components"].values()]:
+        for name, task in comp.get("dag", {}).get("tasks", {}).items():
+            conditions[name] = task.get("triggerPolicy", {}).get("condition")
+    assert conditions["condition-1"] == "inputs.parameter_values['pipelinechannel--version-day-Output'] == true"
+    gate_branches = [c for c in conditions.values() if c and "gate-Output" in c]
+    assert len(gate_branches) == 2  # gate passed / gate failed
+    passed_branch = next(
+        comp["dag"]["tasks"]
+        for comp in spec["components"].values()
+        if "promote" in comp.get("dag", {}).get("tasks", {})
+    )
+    assert set(passed_branch) == {"publish-table", "package-service", "promote"}
+    assert set(passed_branch["promote"]["dependentTasks"]) >= {"package-service"}

@@ -48,6 +48,9 @@ class WorldConfig:
     clutter: int = 3  # distractor shapes per image
     pixel_noise: float = 12.0  # std of Gaussian pixel noise (0-255 scale)
     seed: int = 0
+    # Days written with deliberate contract violations (labels out of {0, 1}, duplicated impressions): a
+    # broken upstream export, so that demos and tests can watch validation stop a run. Empty by default.
+    broken_days: list[str] = field(default_factory=list)
 
 
 @dataclass

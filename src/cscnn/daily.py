@@ -45,12 +45,18 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+def previous_accepted_day(landing: Path, day: str, state: State) -> str | None:
+    """The day to compare the category mix with: the latest day before `day` that passed validation and
+    was versioned (a rejected day is no baseline); the landing's previous day before anything is versioned."""
+    source = state.registry_world if (state.registry_world / "impressions").is_dir() else Path(landing)
+    return max((d for d in list_days(source) if d < day), default=None)
+
+
 def validate(landing: Path, day: str, cfg: Config, state: State, out: Path) -> dict:
     """Great Expectations on the landing day (raw data is read, never changed). Raises on failure."""
     from cscnn.validation import validate_day
 
-    days = list_days(landing)
-    previous = max((d for d in days if d < day), default=None)
+    previous = previous_accepted_day(landing, day, state)
     mark(state, day, status="started", error=None)
     report = validate_day(Path(landing), day, Path(out), cfg.validation, previous_day=previous)
     _log(report.summary())
@@ -62,18 +68,33 @@ def validate(landing: Path, day: str, cfg: Config, state: State, out: Path) -> d
     return report.to_dict()
 
 
-def version(landing: Path, day: str, state: State) -> dict:
-    """DVC: add the day and the catalogue to the data registry, commit the pointers, push."""
+def version(landing: Path, day: str, cfg: Config, state: State) -> dict:
+    """DVC: add the day and the catalogue to the data registry, commit the pointers, push.
+
+    `ready` says whether the versioned history is long enough to train on (train + validation + the held-out
+    day); until it is, the run stops after this step with the status `waiting_for_history`.
+    """
     from cscnn import versioning
 
     versioning.init_registry(state.data_registry, state.dvc_remote)
     data_version = versioning.version_day(Path(landing), day, state.data_registry, state.dvc_remote)
     _log(f"data version {data_version.tag()} pushed to {data_version.remote}")
-    mark(state, day, status="versioned", data_version=data_version.tag())
-    return {**data_version.to_dict(), "world_dir": str(data_version.world_dir), "tag": data_version.tag()}
+    history = [d for d in list_days(data_version.world_dir) if d <= day]
+    needed = cfg.train.val_days + cfg.train.test_days + 1
+    ready = len(history) >= needed
+    status = "versioned" if ready else "waiting_for_history"
+    if not ready:
+        _log(f"{len(history)} day(s) versioned, {needed} needed to train a candidate: no training today")
+    mark(state, day, status=status, data_version=data_version.tag(), history_days=len(history))
+    return {
+        **data_version.to_dict(),
+        "world_dir": str(data_version.world_dir),
+        "tag": data_version.tag(),
+        "ready": ready,
+    }
 
 
-def refresh_embeddings(world_dir: Path, day: str, cfg: Config, state: State, out: Path) -> dict:
+def refresh_embeddings(day: str, cfg: Config, state: State, out: Path) -> dict:
     """Embed the ads the champion's table lacks with the champion's CNN, and attach the extended table."""
     from cscnn import registry
     from cscnn.embed import extend_table
@@ -83,7 +104,7 @@ def refresh_embeddings(world_dir: Path, day: str, cfg: Config, state: State, out
         _log("embedding refresh skipped: no champion yet")
         return {"refreshed": 0, "skipped": "no champion yet"}
     checkpoint, table = registry.fetch(champion, state)
-    meta = extend_table(checkpoint, table, Path(world_dir), Path(out), device=cfg.train.device)
+    meta = extend_table(checkpoint, table, state.registry_world, Path(out), device=cfg.train.device)
     result = {"refreshed": meta["refreshed"], "n_items": meta["n_items"], "version": champion.version}
     if meta["refreshed"]:
         ref = registry.attach_embeddings(champion, Path(out), key=f"{day}-refresh", state=state)
@@ -93,13 +114,11 @@ def refresh_embeddings(world_dir: Path, day: str, cfg: Config, state: State, out
     return result
 
 
-def train_candidate(world_dir: Path, day: str, cfg: Config, state: State, out: Path) -> dict:
+def train_candidate(day: str, cfg: Config, state: State, out: Path) -> dict:
     """Train on the rolling window that ends the day before `day`; `day` itself is held out for the gate."""
     from cscnn.train import train
 
-    world = open_world(Path(world_dir)).until(day)
-    if world.days[-1] != day:
-        raise CSCNNError(f"day {day} is not in the versioned world {world_dir} (days: {world.days})")
+    world = open_world(state.registry_world).until(day)
     result = train(world, cfg, Path(out), progress=False)
     summary = {
         "fingerprint": result.card["fingerprint"],
@@ -113,23 +132,21 @@ def train_candidate(world_dir: Path, day: str, cfg: Config, state: State, out: P
     return summary
 
 
-def evaluate(candidate_dir: Path, world_dir: Path, day: str, cfg: Config, state: State) -> dict:
+def evaluate(candidate_dir: Path, day: str, cfg: Config, state: State) -> dict:
     """Candidate and champion on the same held-out day."""
     from cscnn import registry
     from cscnn.evaluate import evaluate_checkpoint
 
-    candidate = evaluate_checkpoint(Path(candidate_dir), Path(world_dir), [day], device=cfg.train.device)
+    world_dir = state.registry_world
+    candidate = evaluate_checkpoint(Path(candidate_dir), world_dir, [day], device=cfg.train.device)
     champion_ref = registry.resolve(registry.CHAMPION, state, cfg.serve.model_name)
     champion = None
     if champion_ref is not None:
         checkpoint, _ = registry.fetch(champion_ref, state)
-        champion = evaluate_checkpoint(checkpoint, Path(world_dir), [day], device=cfg.train.device)
-    evaluation = {
-        "day": day,
-        "candidate": candidate,
-        "champion": champion,
-        "champion_version": champion_ref.version if champion_ref else None,
-    }
+        champion = evaluate_checkpoint(checkpoint, world_dir, [day], device=cfg.train.device)
+    evaluation = {"day": day, "candidate": candidate}
+    if champion_ref is not None:  # absent keys, not None: KFP's dict parameters cannot carry nulls
+        evaluation.update(champion=champion, champion_version=champion_ref.version)
     champ_text = f"{champion['auc']:.4f} (v{champion_ref.version})" if champion else "none"
     _log(f"eval {day}: candidate AUC {candidate['auc']:.4f}, champion AUC {champ_text}")
     mark(state, day, status="evaluated", evaluation={"candidate_auc": candidate["auc"], "champion": champ_text})
@@ -139,7 +156,7 @@ def evaluate(candidate_dir: Path, world_dir: Path, day: str, cfg: Config, state:
 def gate(evaluation: dict, day: str, cfg: Config, state: State) -> dict:
     from cscnn.gate import decide
 
-    decision = decide(evaluation["candidate"], evaluation["champion"], cfg.gate, evaluation["champion_version"])
+    decision = decide(evaluation["candidate"], evaluation.get("champion"), cfg.gate, evaluation.get("champion_version"))
     _log(decision.summary())
     mark(state, day, gate=decision.to_dict())
     return decision.to_dict()
@@ -147,7 +164,6 @@ def gate(evaluation: dict, day: str, cfg: Config, state: State) -> dict:
 
 def register(
     candidate_dir: Path,
-    world_dir: Path,
     day: str,
     evaluation: dict,
     decision: dict,
@@ -162,9 +178,9 @@ def register(
     from cscnn import plots, registry, schema
     from cscnn.features import feature_frame
 
-    world = open_world(Path(world_dir)).until(day)
+    world = open_world(state.registry_world).until(day)
     work = Path(work)
-    cand, champ = evaluation["candidate"], evaluation["champion"]
+    cand, champ = evaluation["candidate"], evaluation.get("champion")
     pictures = work / "pictures"
     plots.roc_curve_png(Path(candidate_dir), world, day, pictures / "roc_curve.png")
     plots.category_auc_png(cand, champ, pictures / "per_category_auc.png")
@@ -202,12 +218,12 @@ def register(
     return ref.to_dict()
 
 
-def publish_table(ref: dict, candidate_dir: Path, world_dir: Path, day: str, cfg: Config, state: State, out: Path):
+def publish_table(ref: dict, candidate_dir: Path, day: str, cfg: Config, state: State, out: Path) -> dict:
     """The full embedding table for a new model version, logged with it."""
     from cscnn import registry
     from cscnn.embed import export_table
 
-    meta = export_table(Path(candidate_dir), Path(world_dir), Path(out), device=cfg.train.device)
+    meta = export_table(Path(candidate_dir), state.registry_world, Path(out), device=cfg.train.device)
     model_ref = registry.attach_embeddings(registry.ModelRef(**ref), Path(out), key=day, state=state)
     _log(f"embedding table of v{model_ref.version}: {meta['n_items']} items -> {model_ref.embeddings}")
     return model_ref.to_dict()

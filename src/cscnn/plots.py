@@ -25,7 +25,7 @@ def _pyplot():
 def roc_curve_png(model_dir: Path, world: World, day: str, out: Path) -> Path:
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    model, encoder, cfg, card = load_checkpoint(model_dir)
+    model, encoder, cfg, _ = load_checkpoint(model_dir)
     device = select_device("cpu")
     data = encode(feature_frame(world, world.impressions([day])), encoder)
     bank = image_bank(world, encoder, cfg.model.image_size) if model.uses_images else None

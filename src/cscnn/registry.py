@@ -64,10 +64,11 @@ class ModelRef:
     version: str
     run_id: str
     fingerprint: str
-    embeddings: str | None  # artifact path of the version's table within its run
+    embeddings: str | None = None  # artifact path of the version's table within its run
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        """Without unset fields (KFP's dict parameters cannot carry nulls)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def _ref(mv) -> ModelRef:

@@ -41,6 +41,11 @@ class State:
         return self.root / "data-registry"
 
     @property
+    def registry_world(self) -> Path:
+        """The versioned world (days that passed validation): what candidates train and evaluate on."""
+        return self.data_registry / "world"
+
+    @property
     def dvc_remote(self) -> str:
         return os.environ.get("CSCNN_DVC_REMOTE") or str(self.root / "dvc-remote")
 

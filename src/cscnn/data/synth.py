@@ -136,6 +136,8 @@ def generate_world(cfg: WorldConfig, out: Path, force: bool = False) -> dict:
         write_table(catalogue.items, tmp / schema.ITEMS_FILE, schema.ITEMS)
         _write_images(catalogue, truth.style, cfg, tmp / schema.IMAGES_DIR, images_rng)
         day_stats = _write_days(cfg, population, catalogue, tmp, days_rng)
+        for day in cfg.broken_days:
+            _break_day(schema.impressions_path(tmp, day), np.random.default_rng(cfg.seed))
         _write_truth(population, catalogue, tmp / TRUTH_DIR)
         summary = _summary(cfg, truth, catalogue, day_stats)
         write_json(tmp / WORLD_FILE, summary)
@@ -178,6 +180,11 @@ def _check_config(cfg: WorldConfig) -> None:
         pd.Timestamp(cfg.start_day)
     except ValueError as exc:
         raise ConfigError(f"world.start_day must be a YYYY-MM-DD date, got {cfg.start_day!r}") from exc
+    start = dt.date.fromisoformat(cfg.start_day)
+    days = {(start + dt.timedelta(days=i)).isoformat() for i in range(cfg.n_days)}
+    outside = sorted(set(cfg.broken_days) - days)
+    if outside:
+        raise ConfigError(f"world.broken_days {outside} are not days of this world ({min(days)}..{max(days)})")
 
 
 def _existing_world(cfg: WorldConfig, out: Path, force: bool) -> dict | None:
@@ -543,6 +550,15 @@ def _write_days(
         )
         shown_before[rows] = True
     return stats
+
+
+def _break_day(path: Path, rng: np.random.Generator) -> None:
+    """Damage a written day the way a broken export would (bypassing the contract on purpose)."""
+    frame = pd.read_parquet(path)
+    bad_labels = rng.choice(len(frame), size=max(1, len(frame) // 100), replace=False)
+    frame.loc[bad_labels, "click"] = 2
+    duplicates = frame.sample(n=max(1, len(frame) // 200), random_state=0)
+    pd.concat([frame, duplicates], ignore_index=True).to_parquet(path, index=False)
 
 
 def _write_truth(population: Population, catalogue: Catalogue, folder: Path) -> None:

@@ -1,0 +1,541 @@
+"""Version each day of data with DVC, in a data registry repository.
+
+The daily loop keeps a *data registry*: a git + DVC repository of its own (DVC's "data registry" pattern),
+by default `State.from_env().data_registry`, pushing to the DVC remote `State.dvc_remote`. Raw data lands in
+a *landing* world folder, which is never modified. Versioning day D:
+
+1. copies into `<registry>/world/` the day's impressions file and the current catalogue (items.parquet,
+   users.parquet, images/; only new or changed image files are copied, images no longer in the catalogue
+   are removed). If the landing items.parquet has an `available_from` column (YYYY-MM-DD), only items with
+   `available_from <= cutoff` (and their images) are kept, where the cutoff is the latest day in the
+   registry (D itself, unless an older day is being back-filled);
+2. `dvc add`s world/impressions/D.parquet, world/items.parquet, world/users.parquet and world/images;
+3. `dvc push`es the workspace's data to the remote, and only then
+4. commits the pointers as `data: day D`.
+
+So the registry's `world/` is a valid world folder holding exactly the days versioned so far, and every
+commit in the registry is restorable from the remote: a failed push raises `CSCNNError` and rolls the
+registry back to its last commit (pointers *and* workspace data), and the next call simply does the day
+again. Versioning a day whose data is unchanged makes no commit and returns the current version.
+
+The remote is a per-machine setting: its URL is written to `.dvc/config.local` on every call (never
+committed, so moving the remote never dirties the history), while the committed `.dvc/config` keeps the
+remote the registry was created with, so that a clone of the registry knows where its data was pushed.
+DVC runs in-process (`dvc.repo.Repo`); git runs as the `git` command, with a local identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from cscnn import schema
+from cscnn.errors import CSCNNError, DataContractError
+
+log = logging.getLogger(__name__)
+
+WORLD_DIR = "world"
+BRANCH = "main"
+REMOTE_NAME = "storage"
+GIT_NAME = "cscnn daily"
+GIT_EMAIL = "cscnn@localhost"
+COMMIT_PREFIX = "data: day "
+AVAILABLE_FROM = schema.AVAILABLE_FROM
+
+_GIT_LOCATION_VARS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+T = TypeVar("T")
+
+
+@dataclass
+class DataVersion:
+    """One state of the data registry: what a run trained on, and how to get it back."""
+
+    day: str  # the day this version was made for (version_day) or whose commit this is (current_version)
+    commit: str  # git commit sha in the registry
+    files: dict[str, str]  # tracked path (relative to the registry) -> DVC md5 (".dir" md5 for images)
+    remote: str  # the DVC remote the data was pushed to
+    world_dir: Path  # <registry>/world: the world folder to train on
+    days: list[str] = field(default_factory=list)  # the days of impressions in this version
+
+    def tag(self) -> str:
+        """Short id recorded on MLflow runs: `restore(registry, remote, version.tag())` brings it back."""
+        return f"{self.day}@{self.commit[:10]}"
+
+    def to_dict(self) -> dict:
+        return {
+            "day": self.day,
+            "commit": self.commit,
+            "tag": self.tag(),
+            "files": dict(self.files),
+            "remote": self.remote,
+            "world_dir": str(self.world_dir),
+            "days": list(self.days),
+        }
+
+
+# ---------------------------------------------------------------------------------------------- public API
+
+
+def init_registry(registry: Path, remote: str) -> None:
+    """Make `registry` a git + DVC repository with `remote` as its default DVC remote. Idempotent.
+
+    The first call commits `registry: init` (the DVC config naming the remote). Later calls with another
+    remote only update `.dvc/config.local`, which overrides the committed URL on this machine.
+    """
+    registry = Path(registry).resolve()
+    url = remote_url(remote)
+    registry.mkdir(parents=True, exist_ok=True)
+    if not (registry / ".git").exists():
+        _git(registry, "init", "-q")
+        _git(registry, "symbolic-ref", "HEAD", f"refs/heads/{BRANCH}")
+    for key, value in (("user.name", GIT_NAME), ("user.email", GIT_EMAIL), ("commit.gpgsign", "false")):
+        if _git(registry, "config", "--local", "--get", key, check=False).strip() != value:
+            _git(registry, "config", "--local", key, value)
+    if not (registry / ".dvc").is_dir():
+        _dvc_init(registry)
+        with _config(registry).edit("repo") as conf:
+            conf["core"]["remote"] = REMOTE_NAME
+            conf["remote"][REMOTE_NAME] = {"url": url}
+    _set_local_config(registry, url)
+    if not _has_commits(registry):
+        _git(registry, "add", "--", ".dvc/config", ".dvc/.gitignore", ".dvcignore")
+        _commit(registry, "registry: init")
+
+
+def version_day(landing: Path, day: str, registry: Path, remote: str) -> DataVersion:
+    """Copy day `day` (and the current catalogue) from `landing` into the registry, add, push and commit it.
+
+    Raises `DataContractError` when the landing folder lacks the day's impressions or its catalogue, and
+    `CSCNNError` (with DVC's message) when the push fails; in both cases the registry is left at its last
+    commit. Same data as already versioned: no new commit, the current version is returned.
+    """
+    _check_day(day)
+    landing = Path(landing).resolve()
+    registry = Path(registry).resolve()
+    source = schema.impressions_path(landing, day)
+    if not source.is_file():
+        raise DataContractError(f"{source}: impressions file for day {day} not found in the landing folder")
+    for name in (schema.ITEMS_FILE, schema.USERS_FILE):
+        if not (landing / name).is_file():
+            raise DataContractError(f"{landing / name}: catalogue file not found in the landing folder")
+    url = remote_url(remote)
+    init_registry(registry, url)
+    with _locked(registry):
+        _sync_to_branch(registry)
+        world = registry / WORLD_DIR
+        try:
+            cutoff = max([*_tracked_days(registry), day])
+            _copy_file(source, schema.impressions_path(world, day), registry)
+            _copy_catalogue(landing, world, cutoff, registry)
+            targets = [
+                schema.impressions_path(world, day),
+                world / schema.ITEMS_FILE,
+                world / schema.USERS_FILE,
+                world / schema.IMAGES_DIR,
+            ]
+            with _dvc(registry) as d:
+                d.run("add", lambda: d.repo.add([str(t) for t in targets]))
+            _git(registry, "add", "--", *_pointer_files(registry, targets))
+            changed = _git(registry, "diff", "--cached", "--quiet", check=False, returncode=True) != 0
+            with _dvc(registry) as d:
+                d.run(f"push to {url}", lambda: d.repo.push(remote=REMOTE_NAME))
+            if changed:
+                _commit(registry, f"{COMMIT_PREFIX}{day}\n\nsource: {landing}\nremote: {url}\n")
+            else:
+                log.info("day %s: data unchanged in %s, no new commit", day, registry)
+        except BaseException:
+            _rollback(registry)
+            raise
+        return _version_at(registry, "HEAD", url, day=day)
+
+
+def current_version(registry: Path) -> DataVersion | None:
+    """The registry's latest data commit (the tip of its branch), or None if no day was versioned yet."""
+    registry = Path(registry).resolve()
+    if not (registry / ".git").exists() or not _has_commits(registry):
+        return None
+    ref = BRANCH if _git(registry, "rev-parse", "--verify", "-q", BRANCH, check=False).strip() else "HEAD"
+    sha = _git(registry, "log", "-1", "--format=%H", f"--grep=^{COMMIT_PREFIX}", ref).strip()
+    if not sha:
+        return None
+    return _version_at(registry, sha, _configured_remote(registry))
+
+
+def restore(registry: Path, remote: str, commit: str | None = None) -> None:
+    """Bring the registry's world back from `remote`: at `commit` (a sha or a `tag()`), else at the latest.
+
+    Restoring an older commit leaves the registry at that commit (detached); the next `version_day` or a
+    `restore` without a commit returns it to the latest.
+    """
+    registry = Path(registry).resolve()
+    if not (registry / ".git").exists() or not (registry / ".dvc").is_dir():
+        raise CSCNNError(f"{registry}: not a data registry (no .git/.dvc); nothing to restore")
+    url = remote_url(remote)
+    init_registry(registry, url)
+    if commit is not None and "@" in commit:
+        commit = commit.rsplit("@", 1)[1]
+    with _locked(registry):
+        _git(registry, "reset", "-q", "--hard", "HEAD")
+        if commit is None:
+            _git(registry, "checkout", "-q", BRANCH)
+        else:
+            sha = _git(registry, "rev-parse", "--verify", "-q", f"{commit}^{{commit}}", check=False).strip()
+            if not sha:
+                raise CSCNNError(f"{registry}: no commit {commit!r} in the data registry")
+            _git(registry, "checkout", "-q", "--detach", sha)
+        _git(registry, "clean", "-fdq", "--", WORLD_DIR)
+        _pull(registry, url)
+
+
+def remote_url(remote: str | os.PathLike) -> str:
+    """A DVC remote as written to the config: URLs as given, local folders as absolute paths."""
+    text = os.fspath(remote)
+    if not text:
+        raise CSCNNError("the DVC remote is empty (set CSCNN_DVC_REMOTE or pass a folder or URL)")
+    return text if _URL.match(text) else str(Path(text).expanduser().resolve())
+
+
+# ------------------------------------------------------------------------------------------------ copying
+
+
+def _check_day(day: str) -> None:
+    try:
+        valid = dt.date.fromisoformat(day).isoformat() == day
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise DataContractError(f"day {day!r} is not a YYYY-MM-DD date")
+
+
+def _scratch(registry: Path) -> Path:
+    folder = registry / ".dvc" / "tmp" / "cscnn-staging"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if not b.is_file() or a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            chunk = fa.read(1 << 20)
+            if chunk != fb.read(1 << 20):
+                return False
+            if not chunk:
+                return True
+
+
+def _place(staged: Path, target: Path, compare: bool = True) -> bool:
+    """Move `staged` onto `target` unless it holds the same bytes (an untouched file keeps DVC's hash cache)."""
+    if compare and _same_bytes(staged, target):
+        staged.unlink()
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, target)  # replaces a DVC link, never writes through it into the cache
+    return True
+
+
+def _copy_file(source: Path, target: Path, registry: Path) -> bool:
+    if _same_bytes(source, target):
+        return False
+    staged = _scratch(registry) / f"{target.name}.{os.getpid()}"
+    shutil.copyfile(source, staged)
+    return _place(staged, target, compare=False)
+
+
+def _copy_catalogue(landing: Path, world: Path, cutoff: str, registry: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    _copy_file(landing / schema.USERS_FILE, world / schema.USERS_FILE, registry)
+    items_path = landing / schema.ITEMS_FILE
+    try:
+        columns = pq.read_schema(items_path).names
+    except Exception as exc:
+        raise DataContractError(f"{items_path}: cannot read as Parquet ({type(exc).__name__}: {exc})") from exc
+    images: set[str] | None = None
+    if AVAILABLE_FROM in columns:
+        table = pq.read_table(items_path)
+        since = pc.utf8_slice_codeunits(pc.cast(table[AVAILABLE_FROM], pa.string()), 0, 10)
+        table = table.filter(pc.fill_null(pc.less_equal(since, cutoff), False))
+        staged = _scratch(registry) / f"{schema.ITEMS_FILE}.{os.getpid()}"
+        pq.write_table(table, staged)
+        _place(staged, world / schema.ITEMS_FILE)
+        if "image" not in table.column_names:
+            raise DataContractError(f"{items_path}: missing column 'image'")
+        images = {str(name) for name in table["image"].to_pylist()}
+    else:
+        _copy_file(items_path, world / schema.ITEMS_FILE, registry)
+    _mirror_images(landing / schema.IMAGES_DIR, world / schema.IMAGES_DIR, images, registry)
+
+
+def _mirror_images(source: Path, target: Path, names: set[str] | None, registry: Path) -> None:
+    """Make `target` hold exactly `names` (default: every file of `source`), copying only what changed."""
+    if names is None:
+        if not source.is_dir():
+            raise DataContractError(f"{source}: images folder not found in the landing folder")
+        names = {p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()}
+    root = source.resolve()
+    for name in sorted(names):
+        path = source / name
+        if not path.resolve().is_relative_to(root):
+            raise DataContractError(f"{source}: image path {name!r} points outside the images folder")
+        if not path.is_file():
+            raise DataContractError(f"{path}: image file not found in the landing folder")
+        _copy_file(path, target / name, registry)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(target.rglob("*"), reverse=True):  # children before their folders
+        if path.is_file() or path.is_symlink():
+            if path.relative_to(target).as_posix() not in names:
+                path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+# ---------------------------------------------------------------------------------------------------- git
+
+
+def _git(registry: Path, *args: str, check: bool = True, returncode: bool = False) -> Any:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    try:
+        proc = subprocess.run(["git", *args], cwd=registry, env=env, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise CSCNNError("data versioning needs the `git` command, which is not installed") from exc
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()
+        raise CSCNNError(f"{registry}: git {' '.join(args[:2])} failed (exit {proc.returncode}): {detail}")
+    return proc.returncode if returncode else proc.stdout
+
+
+def _has_commits(registry: Path) -> bool:
+    return bool(_git(registry, "rev-parse", "--verify", "-q", "HEAD", check=False).strip())
+
+
+def _commit(registry: Path, message: str) -> None:
+    _git(registry, "commit", "-q", "--no-verify", "-m", message)
+
+
+def _pointer_files(registry: Path, targets: list[Path]) -> list[str]:
+    """The files `dvc add targets` writes for git: one .dvc per target and the .gitignore beside it."""
+    files = {t.with_name(t.name + ".dvc") for t in targets} | {t.parent / ".gitignore" for t in targets}
+    return sorted(p.relative_to(registry).as_posix() for p in files if p.exists())
+
+
+def _sync_to_branch(registry: Path) -> None:
+    """Put the registry at its branch tip: git pointers exactly as committed, the data matching them."""
+    _git(registry, "reset", "-q", "--hard", "HEAD")
+    if not _git(registry, "symbolic-ref", "-q", "HEAD", check=False).strip():
+        log.warning("%s: was at an older commit (restored); returning to %s", registry, BRANCH)
+        _git(registry, "checkout", "-q", BRANCH)
+    _git(registry, "clean", "-fdq", "--", WORLD_DIR)
+    _checkout(registry)
+
+
+def _rollback(registry: Path) -> None:
+    """Undo an unfinished day: pointers back to the last commit, new files removed, data checked out."""
+    try:
+        _git(registry, "reset", "-q", "--hard", "HEAD")
+        _git(registry, "clean", "-fdq", "--", WORLD_DIR)
+        _checkout(registry)
+    except Exception as exc:  # keep the original error; the next call resets again
+        log.error("%s: rollback to the last commit incomplete: %s", registry, exc)
+
+
+def _tracked_days(registry: Path) -> list[str]:
+    folder = registry / WORLD_DIR / schema.IMPRESSIONS_DIR
+    return sorted(p.name.removesuffix(".parquet.dvc") for p in folder.glob("*.parquet.dvc"))
+
+
+def _version_at(registry: Path, rev: str, remote: str, day: str | None = None) -> DataVersion:
+    sha = _git(registry, "rev-parse", "--verify", f"{rev}^{{commit}}").strip()
+    subject = _git(registry, "log", "-1", "--format=%s", sha).strip()
+    listing = _git(registry, "ls-tree", "-r", "--name-only", sha, "--", WORLD_DIR).splitlines()
+    pointers = [p for p in listing if p.endswith(".dvc")]
+    files: dict[str, str] = {}
+    for path, text in zip(pointers, _git_show_many(registry, sha, pointers), strict=True):
+        outs = (yaml.safe_load(text) or {}).get("outs") or [{}]
+        files[path.removesuffix(".dvc")] = str(outs[0].get("md5", ""))
+    prefix = f"{WORLD_DIR}/{schema.IMPRESSIONS_DIR}/"
+    days = sorted(p[len(prefix) :].removesuffix(".parquet") for p in files if p.startswith(prefix))
+    return DataVersion(
+        day=day or subject.removeprefix(COMMIT_PREFIX).strip(),
+        commit=sha,
+        files=dict(sorted(files.items())),
+        remote=remote,
+        world_dir=registry / WORLD_DIR,
+        days=days,
+    )
+
+
+def _git_show_many(registry: Path, sha: str, paths: list[str]) -> list[str]:
+    """The contents of `paths` at `sha`, read by one `git cat-file --batch`."""
+    if not paths:
+        return []
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
+    request = "".join(f"{sha}:{p}\n" for p in paths).encode()
+    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=registry, env=env, input=request, capture_output=True)
+    if proc.returncode != 0:
+        raise CSCNNError(f"{registry}: git cat-file failed: {proc.stderr.decode(errors='replace').strip()}")
+    out, pos, texts = proc.stdout, 0, []
+    for path in paths:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        if len(header) != 3:
+            raise CSCNNError(f"{registry}: cannot read {path} at {sha[:10]}: {out[pos:end].decode()}")
+        size = int(header[2])
+        texts.append(out[end + 1 : end + 1 + size].decode())
+        pos = end + 1 + size + 1
+    return texts
+
+
+@contextlib.contextmanager
+def _locked(registry: Path) -> Iterator[None]:
+    """One versioning or restore at a time per registry (e.g. back-filled days run in parallel)."""
+    with open(registry / ".git" / "cscnn-versioning.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------------------- dvc
+
+
+def _dvc_repo_class() -> Any:
+    try:
+        from dvc.repo import Repo
+    except ImportError as exc:
+        raise CSCNNError("data versioning needs DVC: pip install 'cscnn-ctr[pipeline]'") from exc
+    return Repo
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.messages.append(record.getMessage())
+
+
+class _Dvc:
+    """An open DVC repository plus `run`, which turns any DVC failure into a `CSCNNError`."""
+
+    def __init__(self, registry: Path, repo: Any, collector: _Collect) -> None:
+        self.registry, self.repo, self._collector = registry, repo, collector
+
+    def run(self, what: str, fn: Callable[[], T]) -> T:
+        return _call(self.registry, what, fn, self._collector)
+
+
+@contextlib.contextmanager
+def _dvc(registry: Path) -> Iterator[_Dvc]:
+    """The registry's DVC repository, quiet about `git add` hints; DVC's logged warnings are collected."""
+    repo_cls = _dvc_repo_class()
+    collector = _Collect()
+    dvc_logger = logging.getLogger("dvc")
+    dvc_logger.addHandler(collector)
+    try:
+        repo = _call(registry, "open", lambda: repo_cls(str(registry)), collector)
+        try:
+            repo.scm_context.quiet = True
+            yield _Dvc(registry, repo, collector)
+        finally:
+            repo.close()
+    finally:
+        dvc_logger.removeHandler(collector)
+
+
+def _call(registry: Path, what: str, fn: Callable[[], T], collector: _Collect | None = None) -> T:
+    """Run a DVC call; a failure becomes a `CSCNNError` with DVC's message and the errors it logged."""
+    start = len(collector.messages) if collector else 0
+    try:
+        return fn()
+    except CSCNNError:
+        raise
+    except Exception as exc:
+        logged = [m for m in (collector.messages[start:] if collector else []) if m and m not in str(exc)]
+        detail = "; ".join([f"{type(exc).__name__}: {exc}", *logged])
+        raise CSCNNError(f"{registry}: dvc {what} failed: {detail}") from exc
+
+
+def _dvc_init(registry: Path) -> None:
+    repo_cls = _dvc_repo_class()
+    init_logger = logging.getLogger("dvc.repo.init")
+    level = init_logger.level
+    init_logger.setLevel(logging.WARNING)  # not "You can now commit the changes to git."
+    try:
+        repo = _call(registry, "init", lambda: repo_cls.init(str(registry)))
+    finally:
+        init_logger.setLevel(level)
+    litter = Path(repo.site_cache_dir)  # created under /var/tmp before our config can move it
+    repo.close()
+    shutil.rmtree(litter, ignore_errors=True)
+
+
+def _config(registry: Path) -> Any:
+    """The registry's DVC config, without opening the repository (which would create its site cache)."""
+    from dvc.config import Config
+
+    dvc_dir = str(registry / ".dvc")
+    return _call(registry, "config", lambda: Config(dvc_dir=dvc_dir, local_dvc_dir=dvc_dir))
+
+
+def _set_local_config(registry: Path, url: str) -> None:
+    """This machine's remote URL and DVC scratch space, in the uncommitted `.dvc/config.local`."""
+    site_cache = str(registry / ".dvc" / "tmp" / "site-cache")
+    config = _config(registry)
+    local = config.read("local")
+    if local.get("remote", {}).get(REMOTE_NAME, {}).get("url") == url and (
+        local.get("core", {}).get("site_cache_dir") == site_cache
+    ):
+        return
+    with config.edit("local") as conf:
+        conf["core"]["site_cache_dir"] = site_cache
+        conf["remote"][REMOTE_NAME] = {"url": url}
+
+
+def _configured_remote(registry: Path) -> str:
+    return str(_config(registry).get("remote", {}).get(REMOTE_NAME, {}).get("url", ""))
+
+
+def _checkout(registry: Path) -> None:
+    """Make the workspace data match the pointers, from the cache, else from the remote."""
+    with _dvc(registry) as d:
+        try:
+            d.repo.checkout(force=True)
+            return
+        except Exception as exc:
+            log.info("%s: checkout from the cache incomplete (%s); pulling from the remote", registry, exc)
+    _pull(registry, _configured_remote(registry))
+
+
+def _pull(registry: Path, url: str) -> None:
+    with _dvc(registry) as d:
+        d.run(f"pull from {url}", lambda: d.repo.pull(remote=REMOTE_NAME, force=True))
