@@ -346,3 +346,21 @@ def pipeline_compile() -> None:
 
     for path in compile_all():
         typer.echo(f"compiled {path}")
+
+
+@app.command("demo")
+def demo_cmd(
+    landing: Annotated[Path, typer.Option(help="Landing folder for the synthetic world.")] = Path("data/demo"),
+    profile: Profile = "demo",
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="End with one request to the service.")] = True,
+    state: StateDir = None,
+) -> None:
+    """The main job on the embedded default: the Airflow DAG over several days, then one ranking request."""
+    from cscnn.demo import run_demo
+    from cscnn.state import State
+
+    try:
+        code = run_demo(landing, profile, State.from_env(state), serve=serve)
+    except CSCNNError as exc:
+        _fail(exc)
+    raise typer.Exit(code=code)

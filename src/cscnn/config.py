@@ -7,6 +7,7 @@ YAML file of the same shape -> `--set section.key=value` overrides from the comm
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -221,7 +222,8 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
         if isinstance(value, str):
             value = yaml.safe_load(value)
         if isinstance(value, list):
-            return value
+            # YAML reads an unquoted 2026-01-05 as a date; the config keeps days as ISO strings
+            return [v.isoformat() if isinstance(v, dt.date) else v for v in value]
     elif isinstance(current, str):
         return str(value)
     raise ConfigError(f"{where}: cannot use {value!r} (expected {type(current).__name__})")

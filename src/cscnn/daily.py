@@ -233,8 +233,17 @@ def package(ref: dict, day: str, cfg: Config, state: State) -> dict:
     """Build the ranking service's bento and check that it loads this version and answers a canned request."""
     from cscnn import packaging
 
-    result = packaging.package_and_check(ref["version"], cfg, state)
-    _log(f"bento {result['tag']} built; smoke check answered: {result['check']}")
+    build = packaging.build_bento(state.bentoml_home, version=f"v{ref['version']}")
+    check = packaging.smoke_check(build.tag, version=ref["version"], state=state, bentoml_home=build.bentoml_home)
+    top = [item["item_id"] for item in check.top]
+    result = {
+        "tag": build.tag,
+        "build_seconds": round(build.seconds, 1),
+        "ready_seconds": round(check.seconds_to_ready, 1),
+        "latency_ms": round(check.latency_ms, 2),
+        "top_items": top,
+    }
+    _log(f"bento {build.tag} built in {build.seconds:.1f} s; served v{ref['version']} answered, top items {top}")
     mark(state, day, package=result)
     return result
 

@@ -1,0 +1,130 @@
+"""`make demo`: the daily loop, for real, on the embedded default (all local, offline, no servers to install).
+
+1. generate the `demo` synthetic world into the landing folder (day 5 arrives broken on purpose);
+2. set up Airflow, MLflow, DVC and BentoML state inside the project (`.state/`);
+3. run the `cscnn_daily` DAG (`airflow dags test`) for each day in order: the first days wait for history,
+   then the first champion, later days gate challengers, the broken day is stopped by validation;
+4. print the decisions and where to look;
+5. start the packaged ranking service on the champion, send one ranking request, print the top results, stop.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cscnn.config import load_config
+from cscnn.state import State
+
+
+def _rule(title: str) -> None:
+    print(f"\n=== {title} " + "=" * max(0, 100 - len(title)), flush=True)
+
+
+def run_demo(landing: Path, profile: str = "demo", state: State | None = None, serve: bool = True) -> int:
+    from cscnn import airflow_setup
+    from cscnn.daily import read_status
+    from cscnn.data.io import list_days
+    from cscnn.data.synth import generate_world
+
+    started = time.perf_counter()
+    state = state or State.from_env()
+    cfg = load_config(profile)
+    landing = Path(landing).resolve()
+    _rule(f"1. landing data: the '{profile}' synthetic world in {landing}")
+    summary = generate_world(cfg.world, landing)
+    print(f"{summary['totals']}; broken on purpose: {cfg.world.broken_days or 'none'}")
+
+    _rule(f"2. embedded Airflow in {state.airflow_home}")
+    seconds = airflow_setup.init(state, quiet=True)
+    print("airflow db migrate: " + (f"{seconds:.1f} s" if seconds else "already done"))
+
+    days = list_days(landing)
+    codes = {}
+    for day in days:
+        _rule(f"3. airflow dags test cscnn_daily {day}")
+        codes[day] = airflow_setup.run_day(day, {"landing": str(landing), "profile": profile}, state)
+    statuses = {day: read_status(state, day) for day in days}
+
+    _rule("4. what the daily runs decided")
+    print(decisions_table(statuses, codes))
+    unexpected = [d for d, code in codes.items() if (code != 0) != (d in cfg.world.broken_days)]
+    serve_code = 0
+    if serve:
+        _rule("5. the ranking service (bentoml serve) on the champion")
+        serve_code = demo_request(state)
+    print(where_to_look(state, statuses))
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    if unexpected:
+        print(f"UNEXPECTED: days {unexpected} did not end as planned (see their logs above)")
+        return 1
+    return serve_code
+
+
+def decisions_table(statuses: dict[str, dict], codes: dict[str, int]) -> str:
+    lines = [
+        f"{'day':<11} {'airflow':<8} {'status':<20} {'gate':<5} {'cand AUC':>8} {'champ AUC':>9}  model / reason",
+        "-" * 100,
+    ]
+    for day, status in statuses.items():
+        gate = status.get("gate") or {}
+        cand = gate.get("candidate_auc")
+        champ = gate.get("champion_auc")
+        if status.get("status") == "rejected":
+            failures = status.get("validation", {}).get("failures", [])
+            note = "validation: " + "; ".join(f"{f['table']}.{f['expectation']}" for f in failures[:3])
+        elif gate and not gate.get("passed"):
+            note = f"v{status.get('candidate_version')} challenger; " + "; ".join(gate.get("reasons", [])[:2])
+        elif status.get("status") == "promoted":
+            note = f"v{status.get('champion')} is champion"
+        else:
+            note = status.get("error") or ""
+        lines.append(
+            f"{day:<11} {'ok' if codes.get(day) == 0 else 'FAILED':<8} {status.get('status', '-'):<20} "
+            f"{'-' if not gate else ('pass' if gate.get('passed') else 'fail'):<5} "
+            f"{'-' if cand is None else f'{cand:.4f}':>8} {'-' if champ is None else f'{champ:.4f}':>9}  {note}"
+        )
+    return "\n".join(lines)
+
+
+def demo_request(state: State) -> int:
+    from cscnn import packaging, registry
+    from cscnn.errors import CSCNNError
+
+    champion = registry.resolve(registry.CHAMPION, state)
+    if champion is None:
+        print("no champion: nothing to serve")
+        return 1
+    tags = sorted((state.bentoml_home / "bentos").glob("*/*"), key=lambda p: p.stat().st_mtime)
+    target = f"{tags[-1].parent.name}:{tags[-1].name}" if tags else packaging.SERVICE
+    try:
+        result = packaging.smoke_check(target, version=champion.version, state=state, bentoml_home=state.bentoml_home)
+    except CSCNNError as exc:
+        print(f"the service did not answer: {exc}")
+        return 1
+    print(
+        f"served {target} with champion v{champion.version}; ready in {result.seconds_to_ready:.1f} s; "
+        f"request answered in {result.latency_ms:.1f} ms. Top candidates:"
+    )
+    for rank, item in enumerate(result.top, 1):
+        print(f"  {rank}. {item['item_id']:<12} p(click)={item['score']:.4f}  {item.get('flags') or ''}")
+    return 0
+
+
+def where_to_look(state: State, statuses: dict[str, dict]) -> str:
+    docs = [s["validation"]["docs"] for s in statuses.values() if s.get("validation", {}).get("docs")]
+    rejected = [s["validation"]["docs"] for s in statuses.values() if s.get("status") == "rejected"]
+    return "\n".join(
+        [
+            "",
+            "Where to look:",
+            f"  MLflow UI:       .venv/bin/mlflow ui --backend-store-uri {state.tracking_uri}  (http://127.0.0.1:5000)",
+            '  Airflow UI:      eval "$(.venv/bin/python -m cscnn.airflow_setup env)" && .venv/bin/airflow standalone',
+            f"  data docs:       {docs[-1] if docs else '-'}",
+            f"  rejected day:    {rejected[-1] if rejected else '-'}",
+            f"  day status:      {state.root / 'days'}/<day>.json  (or: cscnn daily status --day DAY)",
+            f"  data registry:   git -C {state.data_registry} log --oneline   (DVC remote {state.dvc_remote})",
+            "  model registry:  .venv/bin/cscnn model list   |   roll back: .venv/bin/cscnn model rollback",
+            "  serve:           make serve   (the champion, on http://127.0.0.1:3000)",
+        ]
+    )
