@@ -1,0 +1,141 @@
+"""An embedded Airflow inside the project's local state: AIRFLOW_HOME is `<state>/airflow`, SQLite, this
+repository's `dags/` folder, no example DAGs, a small parallelism. Nothing is written to `~/airflow`.
+
+    python -m cscnn.airflow_setup env                  # `export` lines: eval "$(python -m cscnn.airflow_setup env)"
+    python -m cscnn.airflow_setup init                 # airflow db migrate (once per Airflow version) + the pool
+    python -m cscnn.airflow_setup run-day 2026-01-03   # airflow dags test cscnn_daily 2026-01-03; its exit code
+
+`make demo` calls `run_day` for several days in a row. The environment also carries the project's
+settings the tasks read at run time: CSCNN_STATE (always), CSCNN_LANDING and CSCNN_PROFILE (when set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from cscnn.state import State
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = REPO_ROOT / "dags"
+DAILY_DAG = "cscnn_daily"
+STATE_POOL = "cscnn_state"  # dags/cscnn_daily.py STATE_POOL: one pipeline at a time writes the local state
+PARALLELISM = 4
+
+
+def airflow_env(state: State | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this process's environment) plus the settings of the embedded Airflow."""
+    state = state or State.from_env()
+    home = state.airflow_home
+    env = dict(os.environ if base is None else base)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(PARALLELISM),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+            "CSCNN_STATE": str(state.root),
+            # DVC stage commands find `python` on PATH: this venv's, the one Airflow runs in.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        }
+    )
+    for key, value in {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DVC_NO_ANALYTICS": "1",
+        "BENTOML_DO_NOT_TRACK": "True",
+    }.items():
+        env.setdefault(key, value)
+    return env
+
+
+def airflow_command(*args: str) -> list[str]:
+    """The `airflow` CLI of this interpreter's environment."""
+    return [sys.executable, "-m", "airflow", *args]
+
+
+def init(state: State | None = None, quiet: bool = True) -> float:
+    """`airflow db migrate` and the state pool, once per Airflow version (a stamp file says it was done).
+    Returns the seconds it took (0.0 when already done)."""
+    state = state or State.from_env()
+    stamp = state.airflow_home / f".initialised-{metadata.version('apache-airflow')}"
+    if stamp.is_file():
+        return 0.0
+    state.airflow_home.mkdir(parents=True, exist_ok=True)
+    env = airflow_env(state)
+    started = time.perf_counter()
+    output = subprocess.DEVNULL if quiet else None
+    for args in (("db", "migrate"), ("pools", "set", STATE_POOL, "1", "CSCNN pipelines writing the local state")):
+        subprocess.run(airflow_command(*args), env=env, check=True, stdout=output, stderr=output)
+    stamp.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    return time.perf_counter() - started
+
+
+def run_dag(
+    dag_id: str,
+    day: str,
+    conf: Mapping | None = None,
+    state: State | None = None,
+    retries: int = 0,
+    timeout_s: float | None = None,
+) -> int:
+    """`airflow dags test DAG DAY` in a subprocess (no scheduler needed); its log goes to this console.
+    `dags test` waits out retry delays in the foreground, hence no retries by default: a crash fails at once.
+    Returns the exit code: 0 when the run succeeded. Past `timeout_s` the run is killed (TimeoutExpired)."""
+    state = state or State.from_env()
+    init(state)
+    args = ["dags", "test", dag_id, day]
+    if conf:
+        args += ["--conf", json.dumps(dict(conf))]
+    env = {**airflow_env(state), "CSCNN_PIPELINE_RETRIES": str(retries)}
+    return subprocess.run(airflow_command(*args), env=env, check=False, timeout=timeout_s).returncode
+
+
+def run_day(day: str, conf: Mapping | None = None, state: State | None = None) -> int:
+    """One day of the daily loop through Airflow (`cscnn_daily`); `conf` sets DAG params, e.g. thresholds."""
+    return run_dag(DAILY_DAG, day, conf, state)
+
+
+def _export_lines(env: Mapping[str, str]) -> str:
+    keys = sorted(k for k in env if k.startswith("AIRFLOW") or k in {"CSCNN_STATE", "PATH"})
+    return "\n".join(f"export {key}={shlex.quote(env[key])}" for key in keys)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cscnn.airflow_setup", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state", help="state folder (default: $CSCNN_STATE, else ./.state)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("env", help="print export lines for the embedded Airflow")
+    commands.add_parser("init", help="airflow db migrate + the state pool (once)")
+    run = commands.add_parser("run-day", help="airflow dags test for one or more days, in order")
+    run.add_argument("days", nargs="+", help="YYYY-MM-DD")
+    run.add_argument("--dag", default=DAILY_DAG, help=f"DAG id (default {DAILY_DAG})")
+    run.add_argument("--conf", type=json.loads, default=None, help="DAG params as JSON, e.g. '{\"auc_floor\": 0.7}'")
+    args = parser.parse_args(argv)
+    state = State.from_env(args.state)
+    if args.command == "env":
+        print(_export_lines(airflow_env(state)))
+        return 0
+    if args.command == "init":
+        seconds = init(state, quiet=False)
+        print(f"airflow home {state.airflow_home}: " + (f"initialised in {seconds:.1f} s" if seconds else "ready"))
+        return 0
+    codes = {day: run_dag(args.dag, day, args.conf, state) for day in args.days}
+    for day, code in codes.items():
+        print(f"{args.dag} {day}: {'success' if code == 0 else f'FAILED (exit code {code})'}")
+    return max(codes.values())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""The Airflow DAGs (dags/cscnn_daily.py): they parse cleanly and cheaply (no DB, no heavy imports), have the
+intended structure, map params to pipeline arguments correctly, and one real `airflow dags test` run succeeds
+(and one fails on a rejected day) with the Kubeflow pipeline replaced by a fake.
+
+Airflow reads AIRFLOW_HOME when it is first imported, so every test here points it at a temporary folder
+before importing anything from Airflow; nothing is written to ~/airflow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Not `importorskip`: importing Airflow here, before AIRFLOW_HOME is set, would create ~/airflow.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("airflow") is None, reason="apache-airflow not installed")
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+HEAVY = ("cscnn", "kfp", "kfp_pipelines", "torch", "mlflow", "great_expectations", "dvc", "bentoml")
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_HOME", str(home))
+        mp.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        mp.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS))
+        mp.delenv("CSCNN_PIPELINE_RETRIES", raising=False)
+        yield home
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_home):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+@pytest.fixture(scope="module")
+def module(airflow_home):
+    """The DAG file as a plain module, for its pure helpers."""
+    spec = importlib.util.spec_from_file_location("cscnn_daily_dags", DAGS / "cscnn_daily.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing: no import errors, no database, no heavy imports
+# ---------------------------------------------------------------------------------------------------------------
+
+PARSE_PROBE = """
+import json, sys, time
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+queries = []
+event.listen(Engine, "before_cursor_execute", lambda *args, **kwargs: queries.append(args[2]))
+from airflow.dag_processing.dagbag import DagBag
+
+started = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+print(json.dumps({
+    "dag_ids": sorted(bag.dag_ids),
+    "import_errors": {str(k): v for k, v in bag.import_errors.items()},
+    "queries": queries,
+    "heavy": sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2].split(","))),
+    "seconds": time.perf_counter() - started,
+}))
+"""
+
+
+def test_dag_folder_parses_without_errors_db_queries_or_heavy_imports(tmp_path):
+    # A fresh interpreter (clean sys.modules) whose Airflow database does not even exist: parsing must not need it.
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'missing' / 'airflow.db'}",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", PARSE_PROBE, str(DAGS), ",".join(HEAVY)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["import_errors"] == {}
+    assert result["dag_ids"] == ["cscnn_daily", "cscnn_embedding_refresh"]
+    assert result["queries"] == []
+    assert result["heavy"] == []
+    assert result["seconds"] < 5, f"parsing the dags folder took {result['seconds']:.1f} s"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Structure
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_daily_dag_structure(dagbag, module):
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dag = dagbag.dags["cscnn_daily"]
+    assert set(dag.task_ids) == {"trigger_pipeline", "report"}
+    trigger, report = dag.get_task("trigger_pipeline"), dag.get_task("report")
+    assert report.upstream_task_ids == {"trigger_pipeline"}
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)  # logical date D = the data day, run after D
+    assert dag.timetable.expression == "0 0 * * *"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert trigger.retries == 2 and trigger.retry_delay.total_seconds() > 0
+    assert trigger.pool == module.STATE_POOL
+    assert report.retries == 0
+    params = dag.params.dump()
+    assert params == {
+        "day": None,
+        "landing": None,
+        "profile": None,
+        "auc_floor": None,
+        "max_auc_drop": None,
+        "max_category_drop": None,
+        "force_retrain": False,
+        "overrides": [],
+    }
+    assert dag.doc_md.lstrip().startswith("# cscnn_daily")
+    assert trigger.doc_md and report.doc_md
+
+
+def test_refresh_dag_structure(dagbag, module):
+    from airflow.sdk import CronTriggerTimetable
+
+    dag = dagbag.dags["cscnn_embedding_refresh"]
+    assert set(dag.task_ids) == {"trigger_pipeline", "report"}
+    assert dag.get_task("report").upstream_task_ids == {"trigger_pipeline"}
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert dag.timetable.expression == "0 */6 * * *"
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.get_task("trigger_pipeline").pool == module.STATE_POOL
+    assert set(dag.params.dump()) == {"day", "landing", "profile"}
+    assert dag.doc_md.lstrip().startswith("# cscnn_embedding_refresh")
+
+
+def test_dags_survive_serialization(dagbag):
+    """The scheduler and the UI only ever see the serialized DAG."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag_id in ("cscnn_daily", "cscnn_embedding_refresh"):
+        dag = dagbag.dags[dag_id]
+        restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+        assert restored.params.dump() == dag.params.dump()
+        assert restored.doc_md == dag.doc_md
+
+
+def test_setup_creates_the_pool_the_dags_use(module):
+    from cscnn import airflow_setup
+
+    assert airflow_setup.STATE_POOL == module.STATE_POOL
+    assert airflow_setup.DAGS_FOLDER == DAGS
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Params -> pipeline arguments (pure functions, no Airflow database)
+# ---------------------------------------------------------------------------------------------------------------
+
+NO_PARAMS = {
+    "day": None,
+    "landing": None,
+    "profile": None,
+    "auc_floor": None,
+    "max_auc_drop": None,
+    "max_category_drop": None,
+    "force_retrain": False,
+    "overrides": [],
+}
+
+
+def test_defaults_come_from_the_logical_date_and_the_repository(module):
+    args = module.pipeline_arguments(NO_PARAMS, "2026-01-03", {})
+    assert args == {
+        "day": "2026-01-03",
+        "landing": str(REPO / "data" / "small"),
+        "state_dir": str(REPO / ".state"),
+        "profile": "small",
+        "overrides": [],
+    }
+
+
+def test_params_win_over_environment_which_wins_over_defaults(module, tmp_path):
+    env = {"CSCNN_LANDING": str(tmp_path / "env-world"), "CSCNN_STATE": str(tmp_path / "st"), "CSCNN_PROFILE": "tiny"}
+    args = module.pipeline_arguments(NO_PARAMS, "2026-01-03", env)
+    assert (args["landing"], args["state_dir"], args["profile"]) == (env["CSCNN_LANDING"], env["CSCNN_STATE"], "tiny")
+    params = {**NO_PARAMS, "day": "2026-01-05", "landing": "data/other", "profile": "bench"}
+    args = module.pipeline_arguments(params, "2026-01-03", env)
+    assert args["day"] == "2026-01-05"
+    assert args["landing"] == str(REPO / "data" / "other")  # relative paths are taken from the repository root
+    assert args["profile"] == "bench"
+    assert args["state_dir"] == env["CSCNN_STATE"]  # the state is not a param: one state per deployment
+
+
+def test_thresholds_become_overrides_that_the_config_accepts(module):
+    from cscnn.config import load_config
+
+    params = {
+        **NO_PARAMS,
+        "auc_floor": 0.0,
+        "max_auc_drop": 0.02,
+        "overrides": ["train.epochs=1", " ", "gate.auc_floor=0.9"],
+    }
+    args = module.pipeline_arguments(params, "2026-01-03", {})
+    # extra overrides first, then the threshold fields (they win); 0.0 is a value, not "empty"
+    assert args["overrides"] == ["train.epochs=1", "gate.auc_floor=0.9", "gate.auc_floor=0.0", "gate.max_auc_drop=0.02"]
+    cfg = load_config("tiny", overrides=args["overrides"])
+    assert (cfg.gate.auc_floor, cfg.gate.max_auc_drop, cfg.train.epochs) == (0.0, 0.02, 1)
+    assert cfg.gate.max_category_drop == load_config("tiny").gate.max_category_drop  # empty: the config's value
+
+
+@pytest.mark.parametrize(
+    ("params", "ds", "message"),
+    [
+        ({"overrides": ["epochs=3"]}, "2026-01-03", "section.key=value"),
+        ({}, None, "no run date"),
+        ({"day": "03/01/2026"}, None, "not a YYYY-MM-DD date"),
+        ({"day": "2026-02-30"}, None, "not a YYYY-MM-DD date"),
+    ],
+)
+def test_bad_params_are_refused_before_anything_runs(module, params, ds, message):
+    with pytest.raises(ValueError, match=message):
+        module.pipeline_arguments({**NO_PARAMS, **params}, ds, {})
+
+
+def test_force_retrain_decides_whether_a_decided_day_runs_again(module):
+    for status in ("promoted", "not_promoted"):
+        decided = {"day": "2026-01-03", "status": status, "updated": "2026-11-24T10:00:00+00:00"}
+        assert "already decided" in module.skip_reason(decided, force=False)
+        assert module.skip_reason(decided, force=True) is None
+    for status in ({"day": "2026-01-03"}, {"status": "rejected"}, {"status": "validated"}, {"status": "trained"}):
+        assert module.skip_reason(status, force=False) is None
+
+
+def test_only_a_fresh_rejection_is_a_validation_failure(module):
+    before = {"status": "rejected", "updated": "2026-11-24T10:00:00+00:00"}
+    assert module.rejected_by_validation(before, {"status": "rejected", "updated": "2026-11-24T11:00:00+00:00"})
+    assert not module.rejected_by_validation(before, dict(before))  # a stale mark: the run died before validating
+    assert not module.rejected_by_validation({}, {"status": "versioned", "updated": "2026-11-24T11:00:00+00:00"})
+
+
+def test_report_shows_decision_aucs_versions_and_data_docs(module):
+    status = {
+        "day": "2026-01-04",
+        "status": "not_promoted",
+        "validation": {"success": True, "failures": [], "docs": "/s/runs/2026-01-04/validation/docs/index.html"},
+        "data_version": "day-2026-01-04@abc123",
+        "gate": {
+            "passed": False,
+            "candidate_auc": 0.7012,
+            "champion_auc": 0.7301,
+            "champion_version": "1",
+            "reasons": ["auc_change: candidate 0.7012 vs champion 0.7301"],
+        },
+        "candidate_version": "2",
+        "mlflow_run": "r2",
+        "champion": "1",
+    }
+    text = module.format_report(status)
+    for expected in (
+        "day 2026-01-04: not_promoted",
+        "gate: FAILED; candidate AUC 0.7012, champion AUC 0.7301 (v1)",
+        "reason: auc_change",
+        "candidate: model version 2 (MLflow run r2)",
+        "champion: v1",
+        "data version: day-2026-01-04@abc123",
+        "data docs: /s/runs/2026-01-04/validation/docs/index.html",
+    ):
+        assert expected in text
+    assert module.summary(status)["candidate_auc"] == 0.7012
+
+    rejected = {
+        "day": "2026-01-05",
+        "status": "rejected",
+        "validation": {
+            "success": False,
+            "failures": [{"table": "impressions", "expectation": "values_in_set", "column": "click", "details": "2"}],
+            "docs": "/d/index.html",
+        },
+    }
+    text = module.format_report(rejected)
+    assert "validation: FAILED" in text and "impressions: values_in_set [click]: 2" in text
+
+
+def test_airflow_env_points_everything_inside_the_state(tmp_path):
+    from cscnn import airflow_setup
+    from cscnn.state import State
+
+    env = airflow_setup.airflow_env(State.from_env(tmp_path), base={"PATH": "/usr/bin", "CSCNN_PROFILE": "tiny"})
+    assert env["AIRFLOW_HOME"] == str(tmp_path / "airflow")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(DAGS)
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}"
+    assert env["CSCNN_STATE"] == str(tmp_path) and env["CSCNN_PROFILE"] == "tiny"
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One real `airflow dags test`, with the Kubeflow pipeline replaced
+# ---------------------------------------------------------------------------------------------------------------
+
+FAKE_RUNNER = """
+from cscnn.daily import mark
+from cscnn.state import State
+
+
+def run_pipeline(name, arguments, host=None):
+    state, day = State.from_env(arguments["state_dir"]), arguments["day"]
+    with open(f"{arguments['state_dir']}/calls.jsonl", "a") as log:
+        log.write(__import__("json").dumps({"name": name, "arguments": arguments}) + "\\n")
+    if day == "2026-01-05":  # the bad day: validation marks it and the pipeline run fails
+        failure = {"table": "impressions", "expectation": "values_in_set", "column": "click", "details": "row 17"}
+        mark(state, day, status="rejected", validation={"success": False, "failures": [failure], "docs": "d.html"})
+        raise RuntimeError("validate-day failed")
+    gate = {"passed": True, "candidate_auc": 0.71, "champion_auc": None, "champion_version": None, "reasons": []}
+    mark(state, day, status="promoted", gate=gate, data_version="v-" + day, candidate_version="1", champion="1")
+    return {"mode": "fake", "pipeline": name}
+"""
+
+
+def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monkeypatch, capfd):
+    from cscnn import airflow_setup
+    from cscnn.state import State
+
+    fake = tmp_path / "fake" / "kfp_pipelines"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "runner.py").write_text(textwrap.dedent(FAKE_RUNNER))
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.chdir(tmp_path)  # `python -m airflow` puts the working directory first on sys.path
+    state = State.from_env(tmp_path / "state")
+    state.root.mkdir()
+
+    conf = {"auc_floor": 0.55, "overrides": ["train.epochs=1"], "profile": "tiny"}
+    assert airflow_setup.run_day("2026-01-04", conf=conf, state=state) == 0
+    out = capfd.readouterr().out
+    assert "day 2026-01-04: promoted" in out and "gate: PASSED; candidate AUC 0.7100" in out
+
+    # Rejected: fails at once although the task has retries (a retry would wait 10 minutes and time out here).
+    assert airflow_setup.run_dag("cscnn_daily", "2026-01-05", state=state, retries=2, timeout_s=120) != 0
+    out = capfd.readouterr().out
+    assert "rejected by data validation" in out and "impressions: values_in_set [click]: row 17" in out
+
+    calls = [json.loads(line) for line in (state.root / "calls.jsonl").read_text().splitlines()]
+    assert [c["arguments"]["day"] for c in calls] == ["2026-01-04", "2026-01-05"]  # one try each
+    assert calls[0]["arguments"]["overrides"] == ["train.epochs=1", "gate.auc_floor=0.55"]
+    assert calls[0]["arguments"]["state_dir"] == str(state.root)
+    assert airflow_setup.init(state) == 0.0  # the database was migrated once
