@@ -1,5 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   creates .venv if missing, installs, runs the main job
+#   make demo   creates .venv if missing, installs, runs the main job: the daily loop (Airflow DAG ->
+#               Kubeflow pipeline on kfp.local -> GX, DVC, MLflow, gate, BentoML) over the demo world's
+#               days, then one request to the ranking service; all state in .state/, offline
 #   make test   same set-up, then the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +14,7 @@ RUN ?= artifacts/$(PROFILE)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: venv demo test lint compare bench clean
+.PHONY: venv demo model test lint compare bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 venv: $(STAMP)
 
 demo: venv
+	$(BIN)/cscnn demo --landing data/demo
+
+# The foundation's single-model path (synth -> train -> evaluate -> embed), without the daily loop.
+model: venv
 	$(BIN)/cscnn data synth --profile $(PROFILE) --out $(DATA)
 	$(BIN)/cscnn train --data $(DATA) --profile $(PROFILE) --variant cscnn --out $(RUN)/cscnn
 	$(BIN)/cscnn evaluate --data $(DATA) --model $(RUN)/cscnn --out $(RUN)/metrics.json
@@ -31,8 +37,8 @@ test: venv
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks dags kfp_pipelines bento
+	$(BIN)/ruff format --check src tests benchmarks dags kfp_pipelines bento
 
 compare: venv
 	$(BIN)/cscnn data synth --profile $(PROFILE) --out $(DATA)
@@ -43,3 +49,10 @@ bench: venv
 
 clean:
 	rm -rf data artifacts .state
+
+# The ranking service in the foreground (bento/README.md): the registry champion of CSCNN_STATE, or local
+# folders with CSCNN_MODEL_DIR=/abs/checkpoint CSCNN_TABLE_DIR=/abs/table; PORT=3000 by default.
+.PHONY: serve
+serve: venv
+	BENTOML_DO_NOT_TRACK=True MLFLOW_DISABLE_TELEMETRY=true CSCNN_STATE=$${CSCNN_STATE:-$(CURDIR)/.state} \
+		$(BIN)/bentoml serve service:RankingService --working-dir bento --port $${PORT:-3000}

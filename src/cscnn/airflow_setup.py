@@ -89,8 +89,10 @@ def run_dag(
     state: State | None = None,
     retries: int = 0,
     timeout_s: float | None = None,
+    log_file: Path | None = None,
 ) -> int:
-    """`airflow dags test DAG DAY` in a subprocess (no scheduler needed); its log goes to this console.
+    """`airflow dags test DAG DAY` in a subprocess (no scheduler needed); its log goes to this console, or to
+    `log_file` when given.
     `dags test` waits out retry delays in the foreground, hence no retries by default: a crash fails at once.
     Returns the exit code: 0 when the run succeeded. Past `timeout_s` the run is killed (TimeoutExpired)."""
     state = state or State.from_env()
@@ -99,7 +101,13 @@ def run_dag(
     if conf:
         args += ["--conf", json.dumps(dict(conf))]
     env = {**airflow_env(state), "CSCNN_PIPELINE_RETRIES": str(retries)}
-    return subprocess.run(airflow_command(*args), env=env, check=False, timeout=timeout_s).returncode
+    if log_file is None:
+        return subprocess.run(airflow_command(*args), env=env, check=False, timeout=timeout_s).returncode
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as log:
+        return subprocess.run(
+            airflow_command(*args), env=env, check=False, timeout=timeout_s, stdout=log, stderr=subprocess.STDOUT
+        ).returncode
 
 
 def run_day(day: str, conf: Mapping | None = None, state: State | None = None) -> int:

@@ -41,9 +41,21 @@ def run_demo(landing: Path, profile: str = "demo", state: State | None = None, s
 
     days = list_days(landing)
     codes = {}
+    _rule("3. airflow dags test cscnn_daily DAY, one day after the other (full task logs in the files named)")
     for day in days:
-        _rule(f"3. airflow dags test cscnn_daily {day}")
-        codes[day] = airflow_setup.run_day(day, {"landing": str(landing), "profile": profile}, state)
+        log_file = state.root / "logs" / f"cscnn_daily-{day}.log"
+        day_started = time.perf_counter()
+        conf = {"landing": str(landing), "profile": profile}
+        codes[day] = airflow_setup.run_dag(airflow_setup.DAILY_DAG, day, conf, state, log_file=log_file)
+        status = read_status(state, day)
+        print(
+            f"{day}: {'ok    ' if codes[day] == 0 else 'FAILED'} {status.get('status', '-'):<20} "
+            f"{time.perf_counter() - day_started:5.0f} s   log: {log_file}",
+            flush=True,
+        )
+        if status.get("status") == "rejected":
+            for failure in status["validation"]["failures"]:
+                print(f"    failed expectation {failure['table']}.{failure['expectation']}: {failure['details']}")
     statuses = {day: read_status(state, day) for day in days}
 
     _rule("4. what the daily runs decided")

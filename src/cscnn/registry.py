@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,8 @@ EMBEDDINGS_TAG = "embeddings"
 def _configure_env() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # CTRPyfunc declares its schema with an explicit signature, not with predict's type hints
+    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 
 def client(state: State | None = None):
