@@ -35,12 +35,14 @@ EXPERIMENT = "cscnn-daily"
 CHECKPOINT_ARTIFACT = "checkpoint"  # inside the logged model's artifacts
 EMBEDDINGS_TAG = "embeddings"
 
+# CTRPyfunc declares its schema with an explicit signature, not with predict's type hints; MLflow warns about
+# that when the class is defined.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+
 
 def _configure_env() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # CTRPyfunc declares its schema with an explicit signature, not with predict's type hints
-    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 
 def client(state: State | None = None):
