@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +33,6 @@ CHALLENGER = "challenger"
 EXPERIMENT = "cscnn-daily"
 CHECKPOINT_ARTIFACT = "checkpoint"  # inside the logged model's artifacts
 EMBEDDINGS_TAG = "embeddings"
-
-# CTRPyfunc declares its schema with an explicit signature, not with predict's type hints; MLflow warns about
-# that when the class is defined.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 def _configure_env() -> None:
