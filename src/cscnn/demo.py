@@ -64,7 +64,7 @@ def run_demo(landing: Path, profile: str = "demo", state: State | None = None, s
     serve_code = 0
     if serve:
         _rule("5. the ranking service (bentoml serve) on the champion")
-        serve_code = demo_request(state)
+        serve_code = demo_request(state, landing)
     print(where_to_look(state, statuses))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     if unexpected:
@@ -99,27 +99,56 @@ def decisions_table(statuses: dict[str, dict], codes: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def demo_request(state: State) -> int:
+def demo_request(state: State, landing: Path) -> int:
+    """Start the packaged service on the champion (alias lookup, as in production), rank one user's
+    candidates (catalogue ads plus the newest ones), print the top of the list, stop the service."""
+    import httpx
+
     from cscnn import packaging, registry
+    from cscnn.data.io import list_days, open_world
     from cscnn.errors import CSCNNError
 
     champion = registry.resolve(registry.CHAMPION, state)
     if champion is None:
         print("no champion: nothing to serve")
         return 1
-    tags = sorted((state.bentoml_home / "bentos").glob("*/*"), key=lambda p: p.stat().st_mtime)
-    target = f"{tags[-1].parent.name}:{tags[-1].name}" if tags else packaging.SERVICE
+    world = open_world(landing)
+    last_day = world.days[-1] if world.days else list_days(landing)[-1]
+    clicks = world.impressions([d for d in world.days if d in list_days(state.registry_world)][-1:])
+    user = clicks.groupby("user_id")["click"].sum().idxmax()
+    candidates = [
+        *world.items["item_id"].iloc[:: max(1, len(world.items) // 30)].tolist(),
+        *world.items["item_id"].tail(3),
+    ]
+    request = {
+        "user": {"id": user},
+        "context": {"device": "mobile", "hour": 20},
+        "candidates": list(dict.fromkeys(candidates)),
+    }
+    built = sorted((state.bentoml_home / "bentos").glob(f"*/v{champion.version}"))  # built by the pipeline
+    target = f"{built[0].parent.name}:{built[0].name}" if built else packaging.SERVICE
+    env = packaging.bentoml_env(state.bentoml_home, {"CSCNN_STATE": str(state.root)})
+    working_dir = None if built else packaging.BENTO_DIR
     try:
-        result = packaging.smoke_check(target, version=champion.version, state=state, bentoml_home=state.bentoml_home)
-    except CSCNNError as exc:
+        with packaging.BentoServer(target, env, working_dir, timeout=120) as (url, ready_seconds, _log):
+            answer = httpx.post(f"{url}/rank", json=request, timeout=30)
+    except (CSCNNError, httpx.HTTPError) as exc:
         print(f"the service did not answer: {exc}")
         return 1
+    if answer.status_code != 200:
+        print(f"the service answered {answer.status_code}: {answer.text[:500]}")
+        return 1
+    body = answer.json()
+    categories = dict(zip(world.items["item_id"], world.items["category"], strict=True))
     print(
-        f"served {target} with champion v{champion.version}; ready in {result.seconds_to_ready:.1f} s; "
-        f"request answered in {result.latency_ms:.1f} ms. Top candidates:"
+        f"bentoml serve {target}: ready in {ready_seconds:.1f} s, serving {body['model']['name']} "
+        f"v{body['model']['version']} (the champion). POST /rank for user {user} ({last_day} world), "
+        f"{len(request['candidates'])} candidates; top 5:"
     )
-    for rank, item in enumerate(result.top, 1):
-        print(f"  {rank}. {item['item_id']:<12} p(click)={item['score']:.4f}  {item.get('flags') or ''}")
+    for rank, item in enumerate(body["items"][:5], 1):
+        flags = ", ".join(item.get("flags") or []) or "-"
+        category = categories.get(item["item_id"], "?")
+        print(f"  {rank}. {item['item_id']:<10} {category:<5} p(click)={item['score']:.4f}  {flags}")
     return 0
 
 

@@ -1,0 +1,165 @@
+"""The CSCNN ranking service (BentoML). A thin wrapper: the logic is in `cscnn.serving`.
+
+    POST /rank            rank a request's candidates by predicted click probability (see bento/README.md)
+    POST /admin/reload    ask the registry now instead of waiting for the next poll
+    GET  /readyz          200 once a model is loaded, 503 before
+    GET  /livez, /healthz 200 while the process answers
+    GET  /metrics         Prometheus: BentoML's request metrics plus cscnn_served_model{version,...}
+
+Configuration is by environment (see `cscnn.serving.source_from_env` and `serve_config_from_env`). The
+model is not packed into the bento: the service follows the registry's `champion` alias, so a promotion
+reaches the running service without a rebuild or a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from http import HTTPStatus
+
+import bentoml
+from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
+
+from cscnn.errors import CSCNNError
+from cscnn.serving import (
+    BodyLimit,
+    Context,
+    ItemFeatures,
+    ModelHolder,
+    NotReadyError,
+    RankRequest,
+    RankResponse,
+    ReloadResult,
+    RequestError,
+    ServedModel,
+    User,
+    max_body_bytes,
+    request_model,
+    serve_config_from_env,
+    source_from_env,
+)
+
+log = logging.getLogger(__name__)
+
+SERVE = serve_config_from_env()  # at import: the request schema carries the candidate limit
+RankInput = request_model(SERVE.max_candidates)
+
+
+class ServiceMetrics:
+    """The service's own Prometheus metrics, once per process.
+
+    `prometheus_client` is imported here, at service start, not at module import: BentoML points it at its
+    multiprocess directory in between.
+    """
+
+    _instance: ServiceMetrics | None = None
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter as PromCounter
+        from prometheus_client import Gauge, Histogram
+
+        self.served = Gauge(
+            "cscnn_served_model",
+            "1 for the model version this worker serves (0 for versions it served before)",
+            ["name", "version", "fingerprint", "embeddings"],
+            multiprocess_mode="liveall",
+        )
+        self.swaps = PromCounter("cscnn_model_swaps_total", "model versions loaded and swapped in")
+        self.reload_failures = PromCounter("cscnn_model_reload_failures_total", "failed reloads (old model kept)")
+        self.candidates = Histogram(
+            "cscnn_rank_candidates", "candidates per request", buckets=(1, 10, 50, 100, 200, 500, 1000, 5000)
+        )
+        self.fallbacks = PromCounter("cscnn_rank_fallback_items_total", "ranked items that used a fallback", ["flag"])
+        self.unknown_users = PromCounter("cscnn_rank_unknown_users_total", "requests from users new to the model")
+
+    @classmethod
+    def get(cls) -> ServiceMetrics:
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def swapped(self, previous: ServedModel | None, current: ServedModel) -> None:
+        if previous is not None:
+            self.served.labels(**_labels(previous)).set(0)
+        self.served.labels(**_labels(current)).set(1)
+        self.swaps.inc()
+
+    def reload_failed(self, _exc: Exception) -> None:
+        self.reload_failures.inc()
+
+    def ranked(self, response: RankResponse) -> None:
+        self.candidates.observe(len(response.items))
+        if not response.user_known:
+            self.unknown_users.inc()
+        for flag, count in Counter(flag for item in response.items for flag in item["flags"]).items():
+            self.fallbacks.labels(flag=flag).inc(count)
+
+
+def _labels(model: ServedModel) -> dict[str, str]:
+    return {
+        "name": model.name,
+        "version": model.version,
+        "fingerprint": model.fingerprint,
+        "embeddings": model.embeddings or "",
+    }
+
+
+@bentoml.service(
+    name="cscnn-ranker",
+    workers=int(os.environ.get("CSCNN_SERVE_WORKERS", "1")),
+    traffic={"timeout": 30},
+)
+class RankingService:
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("CSCNN_TORCH_THREADS", "1")))
+        self.metrics = ServiceMetrics.get()
+        self.holder = ModelHolder(
+            source_from_env(SERVE), SERVE, on_swap=self.metrics.swapped, on_error=self.metrics.reload_failed
+        )
+        loaded = self.holder.reload()  # a version that is named but cannot load stops the start, loudly
+        if loaded.model is None:
+            log.warning(
+                "nothing to serve yet from %r; not ready, polling every %ss", self.holder.source, SERVE.poll_seconds
+            )
+        self.holder.start_polling()
+
+    @bentoml.on_shutdown
+    def stop_polling(self) -> None:
+        self.holder.stop()
+
+    def __is_ready__(self) -> bool:
+        return self.holder.ready
+
+    # `async` on purpose: the 1-10 ms of CPU work runs on the event loop. As a sync API it would run in a worker
+    # thread, and the GIL hand-offs between that thread and the loop cost more than the work itself (200
+    # candidates: p50 4.7 -> 3.1 ms, p99 9.7 -> 5.2 ms on 2 cores). A worker ranks one request at a time either
+    # way; scale with CSCNN_SERVE_WORKERS. The slow call, /admin/reload, stays sync and off the loop.
+    @bentoml.api(input_spec=RankInput)
+    async def rank(
+        self, user: User, context: Context, candidates: list[str], items: list[ItemFeatures] | None = None
+    ) -> RankResponse:
+        """Rank the candidates for this user and context, best first, with the model version that scored them."""
+        request = RankRequest.model_construct(user=user, context=context, candidates=candidates, items=items or [])
+        try:
+            response = self.holder.rank(request)
+        except RequestError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        except NotReadyError as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+        self.metrics.ranked(response)
+        return response
+
+    @bentoml.api(route="/admin/reload")
+    def reload(self) -> ReloadResult:
+        """Check the registry now and swap in the version it names, if another one is serving."""
+        try:
+            return self.holder.reload()
+        except CSCNNError as exc:
+            self.metrics.reload_failed(exc)
+            raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from exc
+
+
+RankingService.add_asgi_middleware(BodyLimit, max_bytes=max_body_bytes(SERVE.max_candidates))

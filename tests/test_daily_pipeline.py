@@ -1,0 +1,160 @@
+"""One real `kfp.local` run of the daily pipeline, day after day, on the tiny profile.
+
+Everything is real here (Great Expectations, DVC with a folder remote, MLflow on SQLite, `bentoml build`
+and `bentoml serve` for the package check); only the cluster is missing, so the GPU settings are ignored
+by the local runner. The sequence:
+
+    days 1, 2   validated and versioned; not enough history to train yet
+    day 3       first candidate: no champion, gate passes -> v1 becomes champion
+    day 4       strict floor (override): gate fails -> v2 is challenger, champion stays v1; the refresh step
+                embeds day 4's new ads with v1's CNN
+    day 5       broken upstream export: validation stops the run before training; nothing moves
+    day 4 again relaxed thresholds: a rerun of the same day works and promotes v3
+"""
+
+import hashlib
+import json
+import subprocess
+
+import pytest
+
+from cscnn import registry
+from cscnn.config import load_config
+from cscnn.daily import read_status
+from cscnn.data.synth import generate_world
+from cscnn.schema import impressions_path
+from cscnn.state import State
+from kfp_pipelines.runner import run_pipeline
+
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
+BROKEN = DAYS[4]
+LENIENT = ["gate.auc_floor=0.5"]
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    root = tmp_path_factory.mktemp("daily")
+    landing, state = root / "landing", State(root / "state")
+    world = load_config("tiny", overrides=["world.n_days=5", f"world.broken_days=[{BROKEN}]"]).world
+    generate_world(world, landing)
+    broken_sha = _sha(impressions_path(landing, BROKEN))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CSCNN_STATE", str(state.root))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("KFP_HOST", raising=False)
+
+    def run(day, overrides):
+        arguments = {"day": day, "landing": str(landing), "state_dir": str(state.root), "profile": "tiny"}
+        try:
+            run_pipeline("daily", {**arguments, "overrides": overrides})
+            error = None
+        except RuntimeError as exc:
+            error = str(exc)
+        return {
+            "error": error,
+            "status": read_status(state, day),
+            "champion": registry.resolve(registry.CHAMPION, state),
+            "challenger": registry.resolve(registry.CHALLENGER, state),
+        }
+
+    results = {day: run(day, LENIENT) for day in DAYS[:3]}
+    results["strict"] = run(DAYS[3], ["gate.auc_floor=0.99"])
+    results["broken"] = run(BROKEN, LENIENT)
+    results["rerun"] = run(DAYS[3], [*LENIENT, "gate.max_auc_drop=1", "gate.max_category_drop=1"])
+    yield {"results": results, "state": state, "landing": landing, "broken_sha": broken_sha}
+    mp.undo()
+
+
+def test_first_days_wait_for_history(loop):
+    for day in DAYS[:2]:
+        result = loop["results"][day]
+        assert result["error"] is None
+        assert result["status"]["status"] == "waiting_for_history"
+        assert result["status"]["validation"]["success"] is True
+        assert result["champion"] is None
+
+
+def test_first_candidate_becomes_champion_with_its_table(loop):
+    result = loop["results"][DAYS[2]]
+    assert result["error"] is None, result["error"]
+    status = result["status"]
+    assert status["status"] == "promoted"
+    assert status["gate"]["passed"] is True
+    assert [c["name"] for c in status["gate"]["checks"] if c["passed"] is None] == ["auc_change"]
+    assert result["champion"].version == "1" and result["champion"].embeddings == f"embeddings/{DAYS[2]}"
+    assert status["package"]["top_items"], "the packaged service answered the canned request"
+
+
+def test_worse_candidate_is_registered_as_challenger_and_champion_stays(loop):
+    result = loop["results"]["strict"]
+    assert result["error"] is None, result["error"]
+    assert result["status"]["status"] == "not_promoted"
+    assert any(r.startswith("auc_floor") for r in result["status"]["gate"]["reasons"])
+    assert result["champion"].version == "1"
+    assert result["challenger"].version == "2"
+    # the refresh step embedded day 4's new ads with the champion's CNN and moved its table tag
+    assert result["status"]["refresh"]["refreshed"] == 4
+    assert result["champion"].embeddings == f"embeddings/{DAYS[3]}-refresh"
+
+
+def test_bad_day_stops_before_training_and_nothing_moves(loop):
+    result, state = loop["results"]["broken"], loop["state"]
+    assert result["error"] is not None and "validate-day" in result["error"]
+    status = result["status"]
+    assert status["status"] == "rejected"
+    failed = {f["expectation"] for f in status["validation"]["failures"]}
+    assert any("in_set" in name for name in failed), failed  # click = 2
+    assert any("unique" in name for name in failed), failed  # duplicated impressions
+    assert "candidate" not in status and "data_version" not in status
+    assert result["champion"].version == "1" and result["challenger"].version == "2"
+    assert not impressions_path(state.registry_world, BROKEN).exists()  # never versioned
+    assert _sha(impressions_path(loop["landing"], BROKEN)) == loop["broken_sha"]  # raw data untouched
+
+
+def test_rerun_of_a_day_works_and_promotes(loop):
+    result = loop["results"]["rerun"]
+    assert result["error"] is None, result["error"]
+    assert result["status"]["status"] == "promoted"
+    assert result["champion"].version == "3"
+    assert registry.get_version("1", loop["state"]).embeddings  # the old champion stays for rollback
+
+
+def test_mlflow_run_holds_metrics_pictures_reports_and_data_version(loop):
+    import mlflow
+
+    state = loop["state"]
+    client = registry.client(state)
+    ref = registry.get_version("1", state)
+    run = client.get_run(ref.run_id)
+    assert run.data.tags["data_version"] == loop["results"][DAYS[2]]["status"]["data_version"]
+    assert {"auc", "logloss", "cold_start_auc", "gate_passed"} <= set(run.data.metrics)
+    assert any(name.startswith("auc_c") for name in run.data.metrics)
+    assert run.data.params["gate.auc_floor"] == "0.5"
+    listed = {
+        a.path for folder in ("pictures", "reports", "validation") for a in client.list_artifacts(ref.run_id, folder)
+    }
+    assert {"pictures/roc_curve.png", "pictures/per_category_auc.png", "pictures/attention_heatmaps.png"} <= listed
+    assert {"reports/gate.json", "reports/evaluation.json", "validation/validation.json"} <= listed
+    model = mlflow.models.get_model_info(f"models:/{ref.name}/{ref.version}")
+    assert model.signature is not None and "image" in model.signature.inputs.input_names()
+
+
+def test_data_registry_has_one_commit_per_accepted_day_and_rolls_back(loop):
+    state = loop["state"]
+    log = subprocess.run(
+        ["git", "-C", str(state.data_registry), "log", "--format=%s"], capture_output=True, text=True, check=True
+    ).stdout
+    for day in DAYS[:4]:
+        assert f"data: day {day}" in log
+    assert BROKEN not in log
+    version_tags = {loop["results"][day]["status"]["data_version"] for day in DAYS[:3]}
+    assert len(version_tags) == 3
+
+    ref = registry.rollback(state)
+    assert ref.version == "1"
+    assert registry.resolve(registry.CHAMPION, state).version == "1"
+    json.dumps(ref.to_dict())
