@@ -237,6 +237,25 @@ Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that
 GATE_SECTION = "Gate thresholds (empty: the config's value)"
 
 
+def landing_param() -> Param:
+    return Param(
+        None,
+        type=["null", "string"],
+        title="Landing folder",
+        description="World folder the day's data lands in. Empty: $CSCNN_LANDING, else data/small.",
+    )
+
+
+def profile_param() -> Param:
+    return Param(
+        None,
+        type=["null", "string"],
+        title="Profile",
+        description="Config profile (tiny, small, demo, bench). Empty: $CSCNN_PROFILE, else small.",
+        examples=["tiny", "small", "demo", "bench"],
+    )
+
+
 @dag(
     dag_id="cscnn_daily",
     dag_display_name="CSCNN daily: validate, retrain, gate, promote",
@@ -256,19 +275,8 @@ GATE_SECTION = "Gate thresholds (empty: the config's value)"
             title="Run date",
             description="Day of data to process (YYYY-MM-DD). Empty: the run's logical date.",
         ),
-        "landing": Param(
-            None,
-            type=["null", "string"],
-            title="Landing folder",
-            description="World folder the day's data lands in. Empty: $CSCNN_LANDING, else data/small.",
-        ),
-        "profile": Param(
-            None,
-            type=["null", "string"],
-            title="Profile",
-            description="Config profile (tiny, small, bench). Empty: $CSCNN_PROFILE, else small.",
-            examples=["tiny", "small", "bench"],
-        ),
+        "landing": landing_param(),
+        "profile": profile_param(),
         "auc_floor": Param(
             None,
             type=["null", "number"],
@@ -383,19 +391,8 @@ def latest_day(landing: str) -> str:
             title="Day",
             description="Day whose catalogue to refresh (YYYY-MM-DD). Empty: the latest day that has landed.",
         ),
-        "landing": Param(
-            None,
-            type=["null", "string"],
-            title="Landing folder",
-            description="Empty: $CSCNN_LANDING, else data/small.",
-        ),
-        "profile": Param(
-            None,
-            type=["null", "string"],
-            title="Profile",
-            description="Empty: $CSCNN_PROFILE, else small.",
-            examples=["tiny", "small", "bench"],
-        ),
+        "landing": landing_param(),
+        "profile": profile_param(),
     },
 )
 def cscnn_embedding_refresh():
