@@ -12,9 +12,21 @@ from kfp_pipelines import components as c
 GPU_ACCELERATOR = "nvidia.com/gpu"
 GPU_NODE_LABEL = ("cloud.google.com/gke-accelerator", "nvidia-tesla-t4")
 GPU_TAINT = "nvidia.com/gpu"
+# On a cluster every step sees the shared state volume (pass state_dir=STATE_MOUNT) and the tool endpoints
+# of the ConfigMap that infra/k8s sets up; kfp.local ignores both.
+STATE_PVC, STATE_MOUNT = "cscnn-state", "/var/lib/cscnn/state"
+CONFIG_MAP = "cscnn-config"
+CONFIG_ENV = ("MLFLOW_TRACKING_URI", "CSCNN_DVC_REMOTE")
+
+
+def shared(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    kubernetes.mount_pvc(task, pvc_name=STATE_PVC, mount_path=STATE_MOUNT)
+    kubernetes.use_config_map_as_env(task, CONFIG_MAP, {key: key for key in CONFIG_ENV}, optional=True)
+    return task
 
 
 def on_gpu_node(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    shared(task)
     task.set_accelerator_type(GPU_ACCELERATOR).set_accelerator_limit(1)
     task.set_memory_limit("16G").set_cpu_limit("4")
     kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
@@ -31,35 +43,39 @@ def cscnn_daily(
     overrides: list = [],  # noqa: B006 - KFP pipeline parameters declare their default this way
 ) -> None:
     common = {"day": day, "profile": profile, "overrides": overrides, "state_dir": state_dir}
-    validated = c.validate_day(landing=landing, **common)
-    versioned = c.version_day(landing=landing, **common).after(validated)
+    validated = shared(c.validate_day(landing=landing, **common))
+    versioned = shared(c.version_day(landing=landing, **common)).after(validated)
     with dsl.If(versioned.outputs["Output"] == True, name="enough-history"):  # noqa: E712 - a KFP condition
         refresh = on_gpu_node(c.refresh_embeddings(**common))
-        trained = c.train_candidate(**common).after(refresh)
+        trained = shared(c.train_candidate(**common)).after(refresh)
         candidate = trained.outputs["candidate"]
-        evaluated = c.evaluate(candidate=candidate, **common)
-        decided = c.gate(evaluation=evaluated.outputs["Output"], **common)
-        registered = c.register(
-            candidate=candidate,
-            validation=validated.outputs["report"],
-            data_version=versioned.outputs["data_version"],
-            decision=decided.outputs["decision"],
-            evaluation=evaluated.outputs["Output"],
-            **common,
+        evaluated = shared(c.evaluate(candidate=candidate, **common))
+        decided = shared(c.gate(evaluation=evaluated.outputs["Output"], **common))
+        registered = shared(
+            c.register(
+                candidate=candidate,
+                validation=validated.outputs["report"],
+                data_version=versioned.outputs["data_version"],
+                decision=decided.outputs["decision"],
+                evaluation=evaluated.outputs["Output"],
+                **common,
+            )
         )
         with dsl.If(decided.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
             table = on_gpu_node(c.publish_table(ref=registered.outputs["Output"], candidate=candidate, **common))
-            packaged = c.package_service(ref=table.outputs["Output"], **common)
-            c.promote(ref=table.outputs["Output"], day=day, state_dir=state_dir).after(packaged)
+            packaged = shared(c.package_service(ref=table.outputs["Output"], **common))
+            shared(c.promote(ref=table.outputs["Output"], day=day, state_dir=state_dir)).after(packaged)
         with dsl.Else(name="gate-failed"):
-            c.keep_champion(decision=decided.outputs["decision"], day=day, state_dir=state_dir).after(registered)
+            shared(c.keep_champion(decision=decided.outputs["decision"], day=day, state_dir=state_dir)).after(
+                registered
+            )
 
 
 @dsl.pipeline(name="cscnn-embedding-refresh", description="Embed new ads with the champion's CNN between retrains.")
 def cscnn_embedding_refresh(day: str, landing: str, state_dir: str, profile: str = "small") -> None:
     common = {"day": day, "profile": profile, "overrides": [], "state_dir": state_dir}
-    validated = c.validate_day(landing=landing, **common)
-    versioned = c.version_day(landing=landing, **common).after(validated)
+    validated = shared(c.validate_day(landing=landing, **common))
+    versioned = shared(c.version_day(landing=landing, **common)).after(validated)
     on_gpu_node(c.refresh_embeddings(**common)).after(versioned)
 
 

@@ -55,3 +55,15 @@ def test_training_waits_for_history_and_promotion_for_the_gate():
     )
     assert set(passed_branch) == {"publish-table", "package-service", "promote"}
     assert set(passed_branch["promote"]["dependentTasks"]) >= {"package-service"}
+
+
+def test_every_step_mounts_the_shared_state_and_reads_the_tool_endpoints():
+    for name in PIPELINES:
+        docs = _spec(COMPILED_DIR / f"{name}.yaml")
+        executors = docs[0]["deploymentSpec"]["executors"]
+        platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        assert set(platform) == set(executors), name
+        for executor, spec in platform.items():
+            assert spec["pvcMount"][0]["mountPath"] == "/var/lib/cscnn/state", executor
+            keys = {item["envVar"] for item in spec["configMapAsEnv"][0]["keyToEnv"]}
+            assert keys == {"MLFLOW_TRACKING_URI", "CSCNN_DVC_REMOTE"}, executor

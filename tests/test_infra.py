@@ -1,0 +1,197 @@
+"""The cluster manifests in infra/: render each kustomize overlay with `kubectl kustomize` (offline) and check the
+structure the ranking service and the daily loop rely on; and the Dockerfile's contract with the KFP components.
+
+Nothing here talks to a cluster or builds an image: it checks what would be applied, not that it runs.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+OVERLAYS = ("local", "production")
+KUBECTL = shutil.which("kubectl")
+NAME = "cscnn-ranker"
+PORT = 3000
+STATE_MOUNT = "/var/lib/cscnn/state"
+
+
+def component_image() -> str:
+    """The image the KFP components run in (kfp_pipelines/components.py IMAGE), read without importing kfp."""
+    match = re.search(r'^IMAGE = "([^"]+)"', (ROOT / "kfp_pipelines" / "components.py").read_text(), re.M)
+    assert match, 'kfp_pipelines/components.py: no IMAGE = "..." line'
+    return match.group(1)
+
+
+def render(target: str) -> list[dict]:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not on PATH: cannot render the kustomize manifests (install kubectl to check infra/)")
+    proc = subprocess.run(
+        [KUBECTL, "kustomize", str(INFRA / "k8s" / target)], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, f"kubectl kustomize {target} failed:\n{proc.stderr}"
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {target: render(target) for target in ("base", *(f"overlays/{o}" for o in OVERLAYS))}
+
+
+def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def container(docs: list[dict]) -> dict:
+    containers = one(docs, "Deployment", NAME)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(docs: list[dict]) -> dict[str, str]:
+    """The container's environment as the pod would see it: the ConfigMap(s) of envFrom, then env."""
+    ctr = container(docs)
+    env: dict[str, str] = {}
+    for source in ctr.get("envFrom", []):
+        env.update(one(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+    for var in ctr.get("env", []):
+        assert "value" in var, f"{var['name']}: expected a literal value"
+        env[var["name"]] = var["value"]
+    return env
+
+
+def named_port(ctr: dict, port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    return next(p["containerPort"] for p in ctr["ports"] if p["name"] == port)
+
+
+ALL = ["base", *(f"overlays/{o}" for o in OVERLAYS)]
+
+
+@pytest.mark.parametrize("target", ALL)
+def test_deployment_runs_the_bento_with_probes_on_port_3000(rendered, target):
+    docs = rendered[target]
+    ctr = container(docs)
+    assert ctr["image"] == component_image()  # the same image the pipeline's components run in
+    cmdline = [*ctr["command"], *ctr.get("args", [])]
+    assert cmdline[:3] == ["bentoml", "serve", "service:RankingService"]
+    assert cmdline[cmdline.index("--port") + 1] == str(PORT)
+    assert cmdline[cmdline.index("--working-dir") + 1] == "/app/bento"  # where infra/Dockerfile puts bento/
+    assert [p["containerPort"] for p in ctr["ports"]] == [PORT]
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez"), ("startupProbe", "/livez")):
+        get = ctr[probe]["httpGet"]
+        assert get["path"] == path, probe
+        assert named_port(ctr, get["port"]) == PORT, probe
+
+
+@pytest.mark.parametrize("target", ALL)
+def test_environment_state_volume_and_resources(rendered, target):
+    docs = rendered[target]
+    ctr = container(docs)
+    env = env_of(docs)
+    assert env["BENTOML_DO_NOT_TRACK"] == "True"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["MLFLOW_TRACKING_URI"].startswith(("sqlite:///", "http://", "https://"))
+    assert env["CSCNN_STATE"] == STATE_MOUNT
+    # every CSCNN_* variable set is one the code reads (a typo would be silently ignored)
+    sources = "".join(p.read_text() for p in [*(ROOT / "src" / "cscnn").rglob("*.py"), ROOT / "bento" / "service.py"])
+    unknown = [name for name in env if name.startswith("CSCNN_") and f'"{name}"' not in sources]
+    assert not unknown, f"variables no code reads: {unknown}"
+
+    # CSCNN_STATE is the PersistentVolumeClaim's mount (the model cache, and SQLite without a tracking server)
+    pod = one(docs, "Deployment", NAME)["spec"]["template"]["spec"]
+    mount = next(m for m in ctr["volumeMounts"] if m["mountPath"] == STATE_MOUNT)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    one(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    # fixed names (no hash suffix), so that the pipeline's steps can mount and read the same ones
+    assert volume["persistentVolumeClaim"]["claimName"] == "cscnn-state"
+    assert [s["configMapRef"]["name"] for s in ctr["envFrom"]] == ["cscnn-config"]
+    assert not mount.get("readOnly", False)
+
+    # CPU only, with requests and limits
+    res = ctr["resources"]
+    assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"])
+    assert not any("gpu" in key for part in res.values() for key in part)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+    # Prometheus scrapes /metrics on the service port
+    notes = one(docs, "Deployment", NAME)["spec"]["template"]["metadata"]["annotations"]
+    assert notes["prometheus.io/scrape"] == "true"
+    assert notes["prometheus.io/path"] == "/metrics"
+    assert int(notes["prometheus.io/port"]) == PORT
+
+
+@pytest.mark.parametrize("target", ALL)
+def test_service_selects_the_deployments_pods(rendered, target):
+    docs = rendered[target]
+    deployment = one(docs, "Deployment", NAME)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    service = one(docs, "Service", NAME)
+    assert service["spec"]["selector"], "a Service without a selector selects nothing"
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == PORT
+    assert named_port(container(docs), port["targetPort"]) == PORT
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "cscnn-ctr", doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_puts_everything_in_one_namespace(rendered, overlay):
+    namespaced = [d for d in rendered[f"overlays/{overlay}"] if d["kind"] != "Namespace"]
+    assert len({d["metadata"].get("namespace") for d in namespaced}) == 1
+    assert namespaced[0]["metadata"].get("namespace")
+
+
+def test_overlays_differ_as_intended(rendered):
+    local, prod = rendered["overlays/local"], rendered["overlays/production"]
+    deploy = {name: one(docs, "Deployment", NAME)["spec"] for name, docs in (("local", local), ("prod", prod))}
+    assert deploy["local"]["replicas"] == 1
+    assert deploy["prod"]["replicas"] >= 2
+
+    # local: the embedded SQLite registry on a node-local volume; production: a tracking server, object storage
+    local_env, prod_env = env_of(local), env_of(prod)
+    assert local_env["MLFLOW_TRACKING_URI"] == f"sqlite:///{STATE_MOUNT}/mlflow.db"
+    assert prod_env["MLFLOW_TRACKING_URI"].startswith(("http://", "https://"))
+    assert prod_env["CSCNN_DVC_REMOTE"].startswith(("gs://", "s3://", "azure://"))
+    assert one(local, "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteOnce"]
+    prod_pvc = one(prod, "PersistentVolumeClaim")["spec"]
+    assert prod_pvc["accessModes"] == ["ReadWriteMany"]  # pipeline steps on CPU and GPU nodes and the service
+    assert prod_pvc["storageClassName"]
+
+    # production keeps two pods up through voluntary disruptions, and selects the Deployment's pods
+    pdb = one(prod, "PodDisruptionBudget")["spec"]
+    assert pdb["minAvailable"] < deploy["prod"]["replicas"]
+    assert pdb["selector"]["matchLabels"].items() <= deploy["prod"]["template"]["metadata"]["labels"].items()
+    assert not [d for d in local if d["kind"] == "PodDisruptionBudget"]
+    assert container(local).get("imagePullPolicy") == "IfNotPresent"  # an image loaded into kind/minikube
+
+
+def test_dockerfile_contract():
+    """What the components and the Deployment assume about the image (it is not built in tests: no Docker)."""
+    text = (INFRA / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert '-c requirements/constraints.txt -e ".[pipeline,serve]"' in text
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert f'"--port", "{PORT}"' in text and f"EXPOSE {PORT}" in text
+    assert not re.search(r"(?i)^\s*(ENV|ARG)\s+\S*(SECRET|PASSWORD|TOKEN|ACCESS_KEY)", text, re.M)
+    # every COPY source exists and is not left out of the build context by the Dockerfile's ignore file
+    ignore = (INFRA / "Dockerfile.dockerignore").read_text()
+    copied = [src for line in re.findall(r"^COPY (.+)$", text, re.M) for src in line.split()[:-1]]
+    assert "bento/" in copied and "requirements/constraints.txt" in copied
+    for src in copied:
+        assert (ROOT / src).exists(), src
+        assert f"!{src.rstrip('/')}" in ignore, f"{src} is excluded from the build context"
