@@ -21,8 +21,6 @@ from cscnn.data.io import list_days, open_world, write_json
 from cscnn.errors import CSCNNError
 from cscnn.state import State
 
-STATUS_ORDER = ("started", "validated", "versioned", "trained", "evaluated", "not_promoted", "promoted")
-
 
 class DataValidationError(CSCNNError):
     """The day's data failed validation: the run stops before anything trains."""
