@@ -31,9 +31,19 @@ def read_status(state: State, day: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"day": day}
 
 
+PROGRESS = ("started", "validated", "versioned", "waiting_for_history", "trained", "evaluated")
+DECIDED = ("promoted", "not_promoted")
+
+
 def mark(state: State, day: str, **fields) -> dict:
-    """Merge `fields` into the day's status file (what operators and the report task read)."""
+    """Merge `fields` into the day's status file (what operators and the report task read).
+
+    A day the gate already decided keeps that decision while a later run (a forced rerun, the embedding
+    refresh) is in progress; the rerun's own decision, or a rejection, replaces it.
+    """
     status = read_status(state, day)
+    if fields.get("status") in PROGRESS and status.get("status") in DECIDED:
+        fields = {k: v for k, v in fields.items() if k != "status"}
     status.update(fields, updated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     write_json(state.day_status_file(day), status)
     return status
