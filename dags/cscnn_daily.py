@@ -237,6 +237,19 @@ Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that
 GATE_SECTION = "Gate thresholds (empty: the config's value)"
 
 
+def threshold_param(title: str, meaning: str) -> Param:
+    """A gate threshold in [0, 1]; empty keeps the config's value (the param's key is the GateConfig field)."""
+    return Param(
+        None,
+        type=["null", "number"],
+        minimum=0,
+        maximum=1,
+        title=title,
+        description=f"Empty: the config's value. Otherwise {meaning}.",
+        section=GATE_SECTION,
+    )
+
+
 def landing_param() -> Param:
     return Param(
         None,
@@ -277,30 +290,10 @@ def profile_param() -> Param:
         ),
         "landing": landing_param(),
         "profile": profile_param(),
-        "auc_floor": Param(
-            None,
-            type=["null", "number"],
-            minimum=0,
-            maximum=1,
-            title="AUC floor",
-            description="gate.auc_floor: the candidate's AUC on the eval day must reach this.",
-            section=GATE_SECTION,
-        ),
-        "max_auc_drop": Param(
-            None,
-            type=["null", "number"],
-            minimum=0,
-            title="Max AUC drop",
-            description="gate.max_auc_drop: the candidate may trail the champion by at most this.",
-            section=GATE_SECTION,
-        ),
-        "max_category_drop": Param(
-            None,
-            type=["null", "number"],
-            minimum=0,
-            title="Max per-category AUC drop",
-            description="gate.max_category_drop: no category's AUC may drop by more than this.",
-            section=GATE_SECTION,
+        "auc_floor": threshold_param("AUC floor", "the candidate's AUC on the eval day must reach this"),
+        "max_auc_drop": threshold_param("Max AUC drop", "the candidate may trail the champion by at most this"),
+        "max_category_drop": threshold_param(
+            "Max per-category AUC drop", "no category's AUC may drop by more than this"
         ),
         "force_retrain": Param(
             False,

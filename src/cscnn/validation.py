@@ -329,11 +329,7 @@ def validate_day(
     is missing or unreadable. Writes `out_dir/validation.json` and the data docs under `out_dir/data_docs`.
     """
     world_dir, out_dir = Path(world_dir), Path(out_dir)
-    try:
-        valid_day = dt.date.fromisoformat(day).isoformat() == day
-    except ValueError:
-        valid_day = False
-    if not valid_day:
+    if not schema.is_day(day):
         raise DataContractError(f"{day!r}: not a YYYY-MM-DD day")
     day_path = schema.impressions_path(world_dir, day)
     impressions = _read_day(day_path)

@@ -27,7 +27,6 @@ DVC runs in-process (`dvc.repo.Repo`); git runs as the `git` command, with a loc
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import logging
 import os
@@ -221,11 +220,7 @@ def remote_url(remote: str | os.PathLike) -> str:
 
 
 def _check_day(day: str) -> None:
-    try:
-        valid = dt.date.fromisoformat(day).isoformat() == day
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
+    if not schema.is_day(day):
         raise DataContractError(f"day {day!r} is not a YYYY-MM-DD date")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import shutil
@@ -157,11 +156,7 @@ def list_days(root: Path) -> list[str]:
         raise DataContractError(f"{root}: no '{schema.IMPRESSIONS_DIR}/' folder (is this a world folder?)")
     days = sorted(p.stem for p in folder.glob("*.parquet") if not p.name.startswith("."))
     for day in days:
-        try:
-            valid = dt.date.fromisoformat(day).isoformat() == day
-        except ValueError:
-            valid = False
-        if not valid:
+        if not schema.is_day(day):
             raise DataContractError(f"{folder / (day + '.parquet')}: file name is not a YYYY-MM-DD day")
     if not days:
         raise DataContractError(f"{folder}: no impression files (expected YYYY-MM-DD.parquet)")
