@@ -64,7 +64,7 @@ def run_demo(landing: Path, profile: str = "demo", state: State | None = None, s
     serve_code = 0
     if serve:
         _rule("5. the ranking service (bentoml serve) on the champion")
-        serve_code = demo_request(state, landing)
+        serve_code = demo_request(state)
     print(where_to_look(state, statuses))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     if unexpected:
@@ -99,22 +99,22 @@ def decisions_table(statuses: dict[str, dict], codes: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def demo_request(state: State, landing: Path) -> int:
+def demo_request(state: State) -> int:
     """Start the packaged service on the champion (alias lookup, as in production), rank one user's
     candidates (catalogue ads plus the newest ones), print the top of the list, stop the service."""
     import httpx
 
     from cscnn import packaging, registry
-    from cscnn.data.io import list_days, open_world
+    from cscnn.data.io import open_world
     from cscnn.errors import CSCNNError
 
     champion = registry.resolve(registry.CHAMPION, state)
     if champion is None:
         print("no champion: nothing to serve")
         return 1
-    world = open_world(landing)
-    last_day = world.days[-1] if world.days else list_days(landing)[-1]
-    clicks = world.impressions([d for d in world.days if d in list_days(state.registry_world)][-1:])
+    world = open_world(state.registry_world)  # the versioned days: what the champion was trained and gated on
+    last_day = world.days[-1]
+    clicks = world.impressions([last_day])
     user = clicks.groupby("user_id")["click"].sum().idxmax()
     candidates = [
         *world.items["item_id"].iloc[:: max(1, len(world.items) // 30)].tolist(),
