@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cscnn import schema
-from cscnn.packaging import SERVICE, BentoServer, bentoml_env
+from cscnn.data import schema
+from cscnn.tools.packaging import SERVICE, BentoServer, bentoml_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (10, 200, 1000)

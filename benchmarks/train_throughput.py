@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cscnn.checkpoint import build_model
 from cscnn.config import load_config
 from cscnn.data.io import open_world
 from cscnn.data.synth import generate_world
-from cscnn.train import make_optimizer, prepare, seed_everything, train_step
+from cscnn.training.checkpoint import build_model
+from cscnn.training.train import make_optimizer, prepare, seed_everything, train_step
 
 
 def measure(cfg, prepared, dedup: bool, steps: int, warmup: int = 2) -> dict:

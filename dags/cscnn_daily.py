@@ -22,7 +22,7 @@ DEFAULT_LANDING = REPO_ROOT / "data" / "small"
 DEFAULT_STATE = REPO_ROOT / ".state"
 DEFAULT_PROFILE = "small"
 # Both pipelines write the same local state (DVC's git repository, MLflow's SQLite file): one slot, so a daily
-# run and an embedding refresh never run at the same time. `cscnn.airflow_setup` creates it.
+# run and an embedding refresh never run at the same time. `cscnn.entrypoints.airflow_setup` creates it.
 STATE_POOL = "cscnn_state"
 THRESHOLDS = {  # DAG param -> config key (cscnn.config.GateConfig)
     "auc_floor": "gate.auc_floor",
@@ -32,7 +32,7 @@ THRESHOLDS = {  # DAG param -> config key (cscnn.config.GateConfig)
 DECIDED = ("promoted", "not_promoted")  # a day with one of these statuses is done; rerun with force_retrain
 START_DATE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 # Retries of the pipeline tasks. `airflow dags test` waits out every retry delay in the foreground, so the local
-# runner (`cscnn.airflow_setup.run_dag`) sets this to 0; a deployment keeps the default.
+# runner (`cscnn.entrypoints.airflow_setup.run_dag`) sets this to 0; a deployment keeps the default.
 PIPELINE_RETRIES = int(os.environ.get("CSCNN_PIPELINE_RETRIES", "2"))
 
 
@@ -166,7 +166,7 @@ def _auc(value: float | None) -> str:
 def _run(pipeline: str, arguments: dict[str, Any], force: bool, skip_hint: str) -> dict[str, Any]:
     """Check the config, run the pipeline and wait; a rejected day or a bad config fails without a retry."""
     from cscnn.config import load_config
-    from cscnn.daily import read_status
+    from cscnn.daily.steps import read_status
     from cscnn.errors import ConfigError
     from cscnn.state import State
     from kfp_pipelines.runner import run_pipeline
@@ -199,7 +199,7 @@ def _run(pipeline: str, arguments: dict[str, Any], force: bool, skip_hint: str) 
 
 
 def _report(trigger: dict[str, Any]) -> dict[str, Any]:
-    from cscnn.daily import read_status
+    from cscnn.daily.steps import read_status
     from cscnn.state import State
 
     arguments = trigger["arguments"]

@@ -1,1 +1,1 @@
-"""Kubeflow pipelines of the daily loop: one lightweight component per `cscnn.daily` step."""
+"""Kubeflow pipelines of the daily loop: one lightweight component per `cscnn.daily.steps` step."""

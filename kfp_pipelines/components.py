@@ -1,4 +1,4 @@
-"""One lightweight KFP component per step of `cscnn.daily`.
+"""One lightweight KFP component per step of `cscnn.daily.steps`.
 
 Each component imports inside its body (it runs in its own process: a pod on a cluster, a subprocess
 under `kfp.local`) and calls one library function; the logic lives in the library, never here. Small
@@ -23,10 +23,10 @@ def validate_day(
     """Great Expectations on the day's raw data; fails the run (listing every failed expectation) if bad."""
     from pathlib import Path
 
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    cfg, state = daily.context(profile, overrides, state_dir)
-    daily.validate(Path(landing), day, cfg, state, Path(report.path))
+    cfg, state = steps.context(profile, overrides, state_dir)
+    steps.validate(Path(landing), day, cfg, state, Path(report.path))
 
 
 @component
@@ -37,10 +37,10 @@ def version_day(
     import json
     from pathlib import Path
 
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    cfg, state = daily.context(profile, overrides, state_dir)
-    version = daily.version(Path(landing), day, cfg, state)
+    cfg, state = steps.context(profile, overrides, state_dir)
+    version = steps.version(Path(landing), day, cfg, state)
     Path(data_version.path).write_text(json.dumps(version, default=str))
     data_version.metadata.update({"tag": version["tag"], "commit": version["commit"]})
     return bool(version["ready"])
@@ -51,10 +51,10 @@ def refresh_embeddings(day: str, profile: str, overrides: list, state_dir: str, 
     """New ads get visual vectors from the champion's CNN (GPU node on a cluster). Returns how many."""
     from pathlib import Path
 
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    cfg, state = daily.context(profile, overrides, state_dir)
-    return daily.refresh_embeddings(day, cfg, state, Path(table.path))["refreshed"]
+    cfg, state = steps.context(profile, overrides, state_dir)
+    return steps.refresh_embeddings(day, cfg, state, Path(table.path))["refreshed"]
 
 
 @component
@@ -62,10 +62,10 @@ def train_candidate(day: str, profile: str, overrides: list, state_dir: str, can
     """Train a candidate end to end on the rolling window before `day`."""
     from pathlib import Path
 
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    cfg, state = daily.context(profile, overrides, state_dir)
-    summary = daily.train_candidate(day, cfg, state, Path(candidate.path))
+    cfg, state = steps.context(profile, overrides, state_dir)
+    summary = steps.train_candidate(day, cfg, state, Path(candidate.path))
     candidate.metadata.update({"fingerprint": summary["fingerprint"], "val_auc": summary["val_auc"]})
 
 
@@ -76,10 +76,10 @@ def evaluate(
     """Candidate and champion on the same held-out day."""
     from pathlib import Path
 
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    cfg, state = daily.context(profile, overrides, state_dir)
-    result = daily.evaluate(Path(candidate.path), day, cfg, state)
+    cfg, state = steps.context(profile, overrides, state_dir)
+    result = steps.evaluate(Path(candidate.path), day, cfg, state)
     metrics.log_metric("candidate_auc", result["candidate"]["auc"])
     if "champion" in result:
         metrics.log_metric("champion_auc", result["champion"]["auc"])
@@ -92,10 +92,10 @@ def gate(evaluation: dict, day: str, profile: str, overrides: list, state_dir: s
     import json
     from pathlib import Path
 
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    cfg, state = daily.context(profile, overrides, state_dir)
-    result = daily.gate(evaluation, day, cfg, state)
+    cfg, state = steps.context(profile, overrides, state_dir)
+    result = steps.gate(evaluation, day, cfg, state)
     Path(decision.path).write_text(json.dumps(result, indent=2))
     decision.metadata.update({"passed": result["passed"], "reasons": result["reasons"]})
     return bool(result["passed"])
@@ -118,10 +118,10 @@ def register(
     import json
     from pathlib import Path
 
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    cfg, state = daily.context(profile, overrides, state_dir)
-    return daily.register(
+    cfg, state = steps.context(profile, overrides, state_dir)
+    return steps.register(
         Path(candidate.path),
         day,
         evaluation,
@@ -141,28 +141,28 @@ def publish_table(
     """The full embedding table of the new version, logged with it (GPU node on a cluster)."""
     from pathlib import Path
 
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    cfg, state = daily.context(profile, overrides, state_dir)
-    return daily.publish_table(ref, Path(candidate.path), day, cfg, state, Path(table.path))
+    cfg, state = steps.context(profile, overrides, state_dir)
+    return steps.publish_table(ref, Path(candidate.path), day, cfg, state, Path(table.path))
 
 
 @component
 def package_service(ref: dict, day: str, profile: str, overrides: list, state_dir: str) -> dict:
     """Build the bento and check the packaged service loads this version and answers a canned request."""
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    cfg, state = daily.context(profile, overrides, state_dir)
-    return daily.package(ref, day, cfg, state)
+    cfg, state = steps.context(profile, overrides, state_dir)
+    return steps.package(ref, day, cfg, state)
 
 
 @component
 def promote(ref: dict, day: str, state_dir: str) -> dict:
     """Move the alias `champion`; the service picks the new version up without a restart."""
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    state = daily.context("small", [], state_dir)[1]
-    return daily.promote(ref, day, state)
+    state = steps.context("small", [], state_dir)[1]
+    return steps.promote(ref, day, state)
 
 
 @component
@@ -171,7 +171,7 @@ def keep_champion(decision: Input[Artifact], day: str, state_dir: str) -> dict:
     import json
     from pathlib import Path
 
-    from cscnn import daily
+    from cscnn.daily import steps
 
-    state = daily.context("small", [], state_dir)[1]
-    return daily.not_promoted(day, json.loads(Path(decision.path).read_text()), state)
+    state = steps.context("small", [], state_dir)[1]
+    return steps.not_promoted(day, json.loads(Path(decision.path).read_text()), state)

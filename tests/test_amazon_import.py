@@ -251,7 +251,7 @@ def test_existing_output_is_replaced_only_with_force(source_2018, tmp_path) -> N
 def test_cli_imports_and_refuses_to_overwrite(source_2018, tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from cscnn.cli import app
+    from cscnn.entrypoints.cli import app
 
     args = ["data", "import-amazon", "--reviews", str(source_2018["reviews"]), "--meta", str(source_2018["meta"])]
     args += ["--images", str(source_2018["images_dir"]), "--out", str(tmp_path / "w"), "--missing-image", "skip"]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cscnn.compare import run_comparison, write_results
 from cscnn.config import load_config
 from cscnn.data.io import open_world
 from cscnn.data.synth import generate_world
 from cscnn.errors import ConfigError
+from cscnn.training.compare import run_comparison, write_results
 
 ROOT = Path(__file__).parents[1]
 

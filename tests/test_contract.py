@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cscnn import schema
+from cscnn.data import schema
 from cscnn.data.images import load_images
-from cscnn.data.io import atomic_dir, open_world, read_table, write_table
+from cscnn.data.io import open_world, read_table, write_table
 from cscnn.errors import DataContractError, ImageError
+from cscnn.files import atomic_dir
 
 
 def impressions(n: int = 4) -> pd.DataFrame:

@@ -162,10 +162,11 @@ def test_dags_survive_serialization(dagbag):
 
 
 def test_setup_creates_the_pool_the_dags_use(module):
-    from cscnn import airflow_setup
+    from cscnn import project
+    from cscnn.entrypoints import airflow_setup
 
     assert airflow_setup.STATE_POOL == module.STATE_POOL
-    assert airflow_setup.DAGS_FOLDER == DAGS
+    assert project.dags_dir() == DAGS
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,7 +299,7 @@ def test_report_shows_decision_aucs_versions_and_data_docs(module):
 
 
 def test_airflow_env_points_everything_inside_the_state(tmp_path):
-    from cscnn import airflow_setup
+    from cscnn.entrypoints import airflow_setup
     from cscnn.state import State
 
     env = airflow_setup.airflow_env(State.from_env(tmp_path), base={"PATH": "/usr/bin", "CSCNN_PROFILE": "tiny"})
@@ -315,7 +316,7 @@ def test_airflow_env_points_everything_inside_the_state(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 FAKE_RUNNER = """
-from cscnn.daily import mark
+from cscnn.daily.steps import mark
 from cscnn.state import State
 
 
@@ -334,7 +335,7 @@ def run_pipeline(name, arguments, host=None):
 
 
 def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monkeypatch, capfd):
-    from cscnn import airflow_setup
+    from cscnn.entrypoints import airflow_setup
     from cscnn.state import State
 
     fake = tmp_path / "fake" / "kfp_pipelines"

@@ -18,12 +18,12 @@ import subprocess
 
 import pytest
 
-from cscnn import registry
 from cscnn.config import load_config
-from cscnn.daily import read_status
+from cscnn.daily.steps import read_status
+from cscnn.data.schema import impressions_path
 from cscnn.data.synth import generate_world
-from cscnn.schema import impressions_path
 from cscnn.state import State
+from cscnn.tools import registry
 from kfp_pipelines.runner import run_pipeline
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]

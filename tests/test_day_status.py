@@ -2,7 +2,7 @@
 
 
 def test_a_decided_day_keeps_its_decision_while_a_later_run_is_in_progress(tmp_path):
-    from cscnn.daily import mark, read_status
+    from cscnn.daily.steps import mark, read_status
     from cscnn.state import State
 
     state = State(tmp_path)

@@ -1,7 +1,7 @@
 """The promotion gate's decisions: first run, better, worse, per-category regression, undefined AUC."""
 
 from cscnn.config import GateConfig
-from cscnn.gate import decide
+from cscnn.tools.gate import decide
 
 CFG = GateConfig(auc_floor=0.6, max_auc_drop=0.005, max_category_drop=0.05, min_category_impressions=100)
 

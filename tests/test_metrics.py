@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from cscnn.metrics import auc, logloss, summarize
+from cscnn.training.metrics import auc, logloss, summarize
 
 
 @pytest.mark.parametrize("seed", range(5))

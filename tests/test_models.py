@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cscnn import schema
-from cscnn.checkpoint import build_model, load_checkpoint, save_checkpoint
 from cscnn.config import VARIANTS, load_config
-from cscnn.features import FeatureEncoder
+from cscnn.data import schema
 from cscnn.models import Batch, ImageBank
+from cscnn.training.checkpoint import build_model, load_checkpoint, save_checkpoint
+from cscnn.training.features import FeatureEncoder
 
 N_IMAGES, BATCH = 6, 16
 

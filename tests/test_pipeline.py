@@ -11,17 +11,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cscnn import schema
-from cscnn.checkpoint import load_checkpoint
-from cscnn.cli import app
 from cscnn.config import load_config
+from cscnn.data import schema
 from cscnn.data.io import open_world, write_table
 from cscnn.data.synth import generate_world
-from cscnn.embed import load_table
+from cscnn.entrypoints.cli import app
 from cscnn.errors import ModelMismatchError
-from cscnn.evaluate import evaluate_checkpoint
-from cscnn.features import encode, feature_frame
-from cscnn.train import prepare, train
+from cscnn.training.checkpoint import load_checkpoint
+from cscnn.training.embed import load_table
+from cscnn.training.evaluate import evaluate_checkpoint
+from cscnn.training.features import encode, feature_frame
+from cscnn.training.train import prepare, train
 
 runner = CliRunner()
 
@@ -77,7 +77,7 @@ def test_embedding_table_scores_equal_the_model(world_dir, trained, tmp_path) ->
     data = encode(frame, encoder)
     vectors, found = table.lookup(frame["item_id"].to_numpy())
     assert found.all()
-    from cscnn.features import image_bank
+    from cscnn.training.features import image_bank
 
     bank = image_bank(world, encoder, cfg.model.image_size)
     batch = data.batch(np.arange(len(data)))
@@ -136,7 +136,7 @@ def test_vocabularies_come_from_training_days_only(world_dir) -> None:
 
 
 def test_late_fusion_trains_only_on_top_of_a_frozen_cnn(world_dir, monkeypatch) -> None:
-    import cscnn.train as train_module
+    import cscnn.training.train as train_module
 
     snapshots = {}
     original = train_module.pretrain_backbone

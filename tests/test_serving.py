@@ -20,13 +20,9 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from cscnn import registry
-from cscnn.checkpoint import load_checkpoint
 from cscnn.config import ServeConfig, load_config
 from cscnn.data.io import open_world
 from cscnn.data.synth import generate_world
-from cscnn.embed import export_table
-from cscnn.features import encode, feature_frame, image_bank
 from cscnn.serving import (
     Context,
     ModelHolder,
@@ -39,7 +35,11 @@ from cscnn.serving import (
     request_model,
 )
 from cscnn.state import State
-from cscnn.train import train
+from cscnn.tools import registry
+from cscnn.training.checkpoint import load_checkpoint
+from cscnn.training.embed import export_table
+from cscnn.training.features import encode, feature_frame, image_bank
+from cscnn.training.train import train
 
 ROOT = Path(__file__).parents[1]
 MAX_CANDIDATES = 50
@@ -368,7 +368,7 @@ def test_bentofile_pins_match_the_project_constraints() -> None:
 
 
 def test_built_bento_serves_a_pinned_version_over_http(env, versions) -> None:
-    from cscnn.packaging import build_bento, smoke_check
+    from cscnn.tools.packaging import build_bento, smoke_check
 
     build_bento(bentoml_home=env / "bentoml", version="v2")
     built = build_bento(bentoml_home=env / "bentoml", version="v2")  # a retried step replaces its build

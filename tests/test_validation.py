@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cscnn import schema
 from cscnn.config import ValidationConfig, load_config
+from cscnn.data import schema
 from cscnn.data.synth import generate_world
 from cscnn.errors import DataContractError
-from cscnn.validation import ValidationReport, contract_expectations, validate_day
+from cscnn.tools.validation import ValidationReport, contract_expectations, validate_day
 
 DAY, PREVIOUS = "2026-01-02", "2026-01-01"
 CFG = ValidationConfig()

@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cscnn import schema
 from cscnn.config import load_config
+from cscnn.data import schema
 from cscnn.data.io import list_days, open_world
 from cscnn.data.synth import generate_world
 from cscnn.errors import CSCNNError, DataContractError
-from cscnn.versioning import current_version, restore, version_day
+from cscnn.tools.versioning import current_version, restore, version_day
 
 pytest.importorskip("dvc")
 

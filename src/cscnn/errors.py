@@ -6,7 +6,7 @@ class CSCNNError(Exception):
 
 
 class DataContractError(CSCNNError):
-    """Input data does not follow the data contract (see `cscnn.schema`)."""
+    """Input data does not follow the data contract (see `cscnn.data.schema`)."""
 
 
 class ImageError(DataContractError):

@@ -46,15 +46,15 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs typing_extensions' TypedDict before Python 3.12
 
-from cscnn import schema
-from cscnn.checkpoint import CARD_FILE, load_checkpoint
 from cscnn.config import ServeConfig, load_config
+from cscnn.data import schema
 from cscnn.data.images import load_images
-from cscnn.embed import CATALOG_COLUMNS, CATALOG_FILE, EmbeddingTable, load_table
 from cscnn.errors import CSCNNError, ModelMismatchError
-from cscnn.features import FeatureEncoder
 from cscnn.models import CTRModel, ImageBank
 from cscnn.state import State
+from cscnn.training.checkpoint import CARD_FILE, load_checkpoint
+from cscnn.training.embed import CATALOG_COLUMNS, CATALOG_FILE, EmbeddingTable, load_table
+from cscnn.training.features import FeatureEncoder
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ class RegistrySource:
     state: State | None = None
 
     def resolve(self) -> ServedModel | None:
-        from cscnn import registry
+        from cscnn.tools import registry
 
         ref = registry.get_version(self.version, self.state, self.name) if self.version else None
         ref = ref or registry.resolve(self.alias, self.state, self.name)
@@ -392,7 +392,7 @@ class RegistrySource:
         return ServedModel(name=ref.name, version=ref.version, fingerprint=ref.fingerprint, embeddings=ref.embeddings)
 
     def load(self, target: ServedModel) -> Ranker:
-        from cscnn import registry
+        from cscnn.tools import registry
 
         ref = registry.get_version(target.version, self.state, target.name)
         if ref.embeddings != target.embeddings:

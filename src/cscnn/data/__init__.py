@@ -1,1 +1,1 @@
-"""Reading, writing, generating and importing worlds that follow the data contract (`cscnn.schema`)."""
+"""Reading, writing, generating and importing worlds that follow the data contract (`cscnn.data.schema`)."""

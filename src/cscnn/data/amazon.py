@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from cscnn import schema
-from cscnn.data.io import atomic_dir, write_json, write_table
+from cscnn.data import schema
+from cscnn.data.io import write_table
 from cscnn.data.synth import repeated_in_row
 from cscnn.errors import ConfigError, DataContractError
+from cscnn.files import atomic_dir, write_json
 
 MISSING_IMAGE_POLICIES = ("fail", "skip")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

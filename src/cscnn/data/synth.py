@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
-from cscnn import schema
 from cscnn.config import WorldConfig
-from cscnn.data.io import atomic_dir, write_json, write_table
+from cscnn.data import schema
+from cscnn.data.io import write_table
 from cscnn.errors import ConfigError
-from cscnn.metrics import auc
+from cscnn.files import atomic_dir, write_json
 
 # Bump when a change to this module changes the output for a given config: old worlds then need --force.
 # The generator's own source is part of its version: a world made by older code is regenerated, so a
@@ -545,7 +546,7 @@ def _write_days(
                 "new_items": int((catalogue.first_day == day).sum()),
                 "cold_rows": int(cold.sum()),
                 "cold_items_shown": len(np.unique(rows[cold])),
-                "oracle_auc": auc(frame["click"].to_numpy(), probability),
+                "oracle_auc": float(roc_auc_score(frame["click"].to_numpy(), probability)),
             }
         )
         shown_before[rows] = True

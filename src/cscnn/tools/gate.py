@@ -47,7 +47,7 @@ class GateDecision:
 def decide(
     candidate: dict, champion: dict | None, cfg: GateConfig, champion_version: str | None = None
 ) -> GateDecision:
-    """`candidate` and `champion` are `cscnn.metrics.summarize` results on the same eval day."""
+    """`candidate` and `champion` are `cscnn.training.metrics.summarize` results on the same eval day."""
     cand_auc = candidate.get("auc")
     checks = [
         Check(

@@ -28,12 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cscnn.checkpoint import load_checkpoint
-from cscnn.data.io import World, atomic_dir, open_world, write_json
+from cscnn.data.io import World, open_world
 from cscnn.errors import CSCNNError, ModelMismatchError
-from cscnn.features import image_bank
+from cscnn.files import atomic_dir, write_json
 from cscnn.models import CTRModel, ImageBank
-from cscnn.train import select_device
+from cscnn.training.checkpoint import load_checkpoint
+from cscnn.training.features import image_bank
+from cscnn.training.train import select_device
 
 EMBED_BATCH = 512
 CATALOG_FILE = "catalog.parquet"

@@ -29,11 +29,11 @@ import pandas as pd
 import yaml
 
 import cscnn
-from cscnn.embed import CATALOG_FILE
+from cscnn import project
 from cscnn.errors import CSCNNError
 from cscnn.state import State
+from cscnn.training.embed import CATALOG_FILE
 
-BENTO_DIR = Path(__file__).resolve().parents[2] / "bento"  # the project's bento/ (source checkout)
 SERVICE = "service:RankingService"
 SMOKE_NEW_ITEM = "smoke-check-new-item"
 SMOKE_USER = "smoke-check-user"
@@ -61,14 +61,14 @@ def bentoml_env(bentoml_home: Path | None, extra: dict[str, str] | None = None) 
 
 
 def build_bento(
-    bentoml_home: Path | None = None, version: str | None = None, bento_dir: Path = BENTO_DIR
+    bentoml_home: Path | None = None, version: str | None = None, bento_dir: Path | None = None
 ) -> BuildResult:
     """Build the ranking service's bento into `bentoml_home` (default: the state folder's `bentoml/`), tagged
     `cscnn-ranker:<version>` (generated when not given; an existing build of the same version is replaced).
 
     Keep `bentoml_home` outside the project: a store inside the build context would be packed into itself.
     """
-    bento_dir = Path(bento_dir)
+    bento_dir = Path(bento_dir) if bento_dir is not None else project.bento_dir()
     if not (bento_dir / "bentofile.yaml").is_file():
         raise PackagingError(f"{bento_dir}: no bentofile.yaml (run from a source checkout of the project)")
     bentoml_home = Path(bentoml_home or State.from_env().bentoml_home).resolve()
@@ -136,7 +136,7 @@ def smoke_check(
         raise PackagingError("smoke_check needs either a registry `version` or a local `model_dir` + `table_dir`")
     state = state or State.from_env()
     if version is not None:
-        from cscnn import registry
+        from cscnn.tools import registry
 
         ref = registry.get_version(version, state)
         expected = {"version": ref.version, "fingerprint": ref.fingerprint}

@@ -87,7 +87,7 @@ def data_import_amazon(
 @data_app.command("contract")
 def data_contract() -> None:
     """Print the data contract (tables, columns, constraints) as Markdown."""
-    from cscnn.schema import contract_markdown
+    from cscnn.data.schema import contract_markdown
 
     typer.echo(contract_markdown())
 
@@ -105,7 +105,7 @@ def train_cmd(
 ) -> None:
     """Train one model end to end (image dedup per batch, early stopping on validation AUC)."""
     from cscnn.data.io import open_world
-    from cscnn.train import train
+    from cscnn.training.train import train
 
     try:
         extra = [*(overrides or [])]
@@ -135,8 +135,8 @@ def evaluate_cmd(
     device: Device = "auto",
 ) -> None:
     """Evaluate a checkpoint: AUC, logloss, per-category AUC and cold-start AUC, printed as JSON."""
-    from cscnn.data.io import write_json
-    from cscnn.evaluate import evaluate_checkpoint
+    from cscnn.files import write_json
+    from cscnn.training.evaluate import evaluate_checkpoint
 
     try:
         metrics = evaluate_checkpoint(model, data, day, device)
@@ -155,7 +155,7 @@ def embed_cmd(
     device: Device = "auto",
 ) -> None:
     """Precompute every catalogue item's visual vector into a lookup table keyed by the model version."""
-    from cscnn.embed import export_table
+    from cscnn.training.embed import export_table
 
     try:
         meta = export_table(model, data, out, device)
@@ -181,8 +181,8 @@ def compare_cmd(
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars per run.")] = False,
 ) -> None:
     """Train every variant on the same split and seeds; write the results table."""
-    from cscnn.compare import run_comparison, write_results
     from cscnn.data.io import open_world
+    from cscnn.training.compare import run_comparison, write_results
 
     try:
         cfg = load_config(profile, config, overrides)
@@ -213,7 +213,7 @@ def validate_cmd(
 ) -> None:
     """Great Expectations on one day of raw data (never modified). Exit code 1 when an expectation fails."""
     from cscnn.data.io import list_days
-    from cscnn.validation import validate_day
+    from cscnn.tools.validation import validate_day
 
     try:
         cfg = load_config(profile, config, overrides)
@@ -239,8 +239,8 @@ def gate_cmd(
     overrides: Overrides = None,
 ) -> None:
     """Decide whether a candidate may replace the champion. Writes the decision; exit code 0 either way."""
-    from cscnn.data.io import write_json
-    from cscnn.gate import decide
+    from cscnn.files import write_json
+    from cscnn.tools.gate import decide
 
     try:
         cfg = load_config(profile, config, overrides)
@@ -263,8 +263,8 @@ StateDir = Annotated[Path | None, typer.Option("--state", help="State folder (de
 @model_app.command("list")
 def model_list(state: StateDir = None) -> None:
     """Registered versions, with the aliases that name them."""
-    from cscnn import registry
     from cscnn.state import State
+    from cscnn.tools import registry
 
     st = State.from_env(state)
     champion, challenger = (registry.resolve(a, st) for a in (registry.CHAMPION, registry.CHALLENGER))
@@ -279,8 +279,8 @@ def model_rollback(
     state: StateDir = None,
 ) -> None:
     """Move `champion` back to the previous champion (or --to VERSION); a running service follows."""
-    from cscnn import registry
     from cscnn.state import State
+    from cscnn.tools import registry
 
     try:
         before = registry.resolve(registry.CHAMPION, State.from_env(state))
@@ -306,7 +306,7 @@ def daily_run(
     state: StateDir = None,
 ) -> None:
     """Run the pipeline for one day: kfp.local, or the KFP host in $KFP_HOST. Exit code 1 if it fails."""
-    from cscnn.daily import read_status
+    from cscnn.daily.steps import read_status
     from cscnn.state import State
     from kfp_pipelines.runner import run_pipeline
 
@@ -329,7 +329,7 @@ def daily_run(
 @daily_app.command("status")
 def daily_status(day: Annotated[str, typer.Option(help="Day (YYYY-MM-DD).")], state: StateDir = None) -> None:
     """What the daily run decided for a day (validation, data version, gate, model versions)."""
-    from cscnn.daily import read_status
+    from cscnn.daily.steps import read_status
     from cscnn.state import State
 
     _print_json(read_status(State.from_env(state), day))
@@ -356,7 +356,7 @@ def demo_cmd(
     state: StateDir = None,
 ) -> None:
     """The main job on the embedded default: the Airflow DAG over several days, then one ranking request."""
-    from cscnn.demo import run_demo
+    from cscnn.entrypoints.demo import run_demo
     from cscnn.state import State
 
     try:

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from cscnn.config import Config, config_from_dict
-from cscnn.data.io import atomic_dir, write_json
 from cscnn.errors import CSCNNError, ModelMismatchError
-from cscnn.features import FeatureEncoder
+from cscnn.files import atomic_dir, write_json
 from cscnn.models import CTRModel
+from cscnn.training.features import FeatureEncoder
 
 WEIGHTS_FILE = "model.pt"
 CARD_FILE = "model.json"
@@ -35,7 +35,7 @@ def fingerprint(model: torch.nn.Module) -> str:
 
 
 def build_model(cfg: Config, encoder: FeatureEncoder) -> CTRModel:
-    from cscnn import schema
+    from cscnn.data import schema
 
     return CTRModel(cfg.model, encoder.vocab_sizes, len(encoder.categories), len(schema.DENSE_FEATURES))
 

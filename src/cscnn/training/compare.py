@@ -11,9 +11,10 @@ import torch
 import yaml
 
 from cscnn.config import Config
-from cscnn.data.io import World, atomic_write_text, write_json
+from cscnn.data.io import World
 from cscnn.errors import CSCNNError
-from cscnn.train import evaluate_split, prepare, select_device, train
+from cscnn.files import atomic_write_text, write_json
+from cscnn.training.train import evaluate_split, prepare, select_device, train
 
 
 def run_comparison(world: World, cfg: Config, variants: list[str], seeds: list[int], progress: bool) -> list[dict]:

@@ -17,8 +17,9 @@ import json
 from pathlib import Path
 
 from cscnn.config import Config
-from cscnn.data.io import list_days, open_world, write_json
+from cscnn.data.io import list_days, open_world
 from cscnn.errors import CSCNNError
+from cscnn.files import write_json
 from cscnn.state import State
 
 
@@ -62,7 +63,7 @@ def previous_accepted_day(landing: Path, day: str, state: State) -> str | None:
 
 def validate(landing: Path, day: str, cfg: Config, state: State, out: Path) -> dict:
     """Great Expectations on the landing day (raw data is read, never changed). Raises on failure."""
-    from cscnn.validation import validate_day
+    from cscnn.tools.validation import validate_day
 
     previous = previous_accepted_day(landing, day, state)
     mark(state, day, status="started", error=None)
@@ -82,7 +83,7 @@ def version(landing: Path, day: str, cfg: Config, state: State) -> dict:
     `ready` says whether the versioned history is long enough to train on (train + validation + the held-out
     day); until it is, the run stops after this step with the status `waiting_for_history`.
     """
-    from cscnn import versioning
+    from cscnn.tools import versioning
 
     versioning.init_registry(state.data_registry, state.dvc_remote)
     data_version = versioning.version_day(Path(landing), day, state.data_registry, state.dvc_remote)
@@ -104,8 +105,8 @@ def version(landing: Path, day: str, cfg: Config, state: State) -> dict:
 
 def refresh_embeddings(day: str, cfg: Config, state: State, out: Path) -> dict:
     """Embed the ads the champion's table lacks with the champion's CNN, and attach the extended table."""
-    from cscnn import registry
-    from cscnn.embed import extend_table
+    from cscnn.tools import registry
+    from cscnn.training.embed import extend_table
 
     champion = registry.resolve(registry.CHAMPION, state, cfg.serve.model_name)
     if champion is None:
@@ -124,7 +125,7 @@ def refresh_embeddings(day: str, cfg: Config, state: State, out: Path) -> dict:
 
 def train_candidate(day: str, cfg: Config, state: State, out: Path) -> dict:
     """Train on the rolling window that ends the day before `day`; `day` itself is held out for the gate."""
-    from cscnn.train import train
+    from cscnn.training.train import train
 
     world = open_world(state.registry_world).until(day)
     result = train(world, cfg, Path(out), progress=False)
@@ -142,8 +143,8 @@ def train_candidate(day: str, cfg: Config, state: State, out: Path) -> dict:
 
 def evaluate(candidate_dir: Path, day: str, cfg: Config, state: State) -> dict:
     """Candidate and champion on the same held-out day."""
-    from cscnn import registry
-    from cscnn.evaluate import evaluate_checkpoint
+    from cscnn.tools import registry
+    from cscnn.training.evaluate import evaluate_checkpoint
 
     world_dir = state.registry_world
     candidate = evaluate_checkpoint(Path(candidate_dir), world_dir, [day], device=cfg.train.device)
@@ -162,7 +163,7 @@ def evaluate(candidate_dir: Path, day: str, cfg: Config, state: State) -> dict:
 
 
 def gate(evaluation: dict, day: str, cfg: Config, state: State) -> dict:
-    from cscnn.gate import decide
+    from cscnn.tools.gate import decide
 
     decision = decide(evaluation["candidate"], evaluation.get("champion"), cfg.gate, evaluation.get("champion_version"))
     _log(decision.summary())
@@ -183,8 +184,10 @@ def register(
 ) -> dict:
     """One MLflow run for the candidate (params, metrics, pictures, reports, data version) and a registered
     version with the alias `challenger`. `champion` does not move here."""
-    from cscnn import plots, registry, schema
-    from cscnn.features import feature_frame
+    from cscnn.data import schema
+    from cscnn.tools import registry
+    from cscnn.training import plots
+    from cscnn.training.features import feature_frame
 
     world = open_world(state.registry_world).until(day)
     work = Path(work)
@@ -228,8 +231,8 @@ def register(
 
 def publish_table(ref: dict, candidate_dir: Path, day: str, cfg: Config, state: State, out: Path) -> dict:
     """The full embedding table for a new model version, logged with it."""
-    from cscnn import registry
-    from cscnn.embed import export_table
+    from cscnn.tools import registry
+    from cscnn.training.embed import export_table
 
     meta = export_table(Path(candidate_dir), state.registry_world, Path(out), device=cfg.train.device)
     model_ref = registry.attach_embeddings(registry.ModelRef(**ref), Path(out), key=day, state=state)
@@ -239,7 +242,7 @@ def publish_table(ref: dict, candidate_dir: Path, day: str, cfg: Config, state: 
 
 def package(ref: dict, day: str, cfg: Config, state: State) -> dict:
     """Build the ranking service's bento and check that it loads this version and answers a canned request."""
-    from cscnn import packaging
+    from cscnn.tools import packaging
 
     build = packaging.build_bento(state.bentoml_home, version=f"v{ref['version']}")
     check = packaging.smoke_check(build.tag, version=ref["version"], state=state, bentoml_home=build.bentoml_home)
@@ -257,7 +260,7 @@ def package(ref: dict, day: str, cfg: Config, state: State) -> dict:
 
 
 def promote(ref: dict, day: str, state: State) -> dict:
-    from cscnn import registry
+    from cscnn.tools import registry
 
     previous = registry.resolve(registry.CHAMPION, state, ref["name"])
     registry.promote(registry.ModelRef(**ref), state)
@@ -268,7 +271,7 @@ def promote(ref: dict, day: str, state: State) -> dict:
 
 
 def not_promoted(day: str, decision: dict, state: State) -> dict:
-    from cscnn import registry
+    from cscnn.tools import registry
 
     champion = registry.resolve(registry.CHAMPION, state)
     mark(state, day, status="not_promoted", champion=champion.version if champion else None)

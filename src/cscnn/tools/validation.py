@@ -1,6 +1,6 @@
 """Great Expectations validation of one day of data (the first step of the daily loop).
 
-The expectation suites are generated from the data contract in `cscnn.schema` (one loop over each
+The expectation suites are generated from the data contract in `cscnn.data.schema` (one loop over each
 TableSpec's columns), plus the day-level checks that the contract cannot express column by column: row
 count, mean CTR, every `ts` on the file's day, item and user ids that exist, the category mix against the
 previous day (KL divergence) and catalogue images that decode. Thresholds come from `ValidationConfig`.
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cscnn import schema
 from cscnn.config import ValidationConfig
-from cscnn.data.io import atomic_dir, write_json
+from cscnn.data import schema
 from cscnn.errors import DataContractError
+from cscnn.files import atomic_dir, write_json
 
 RESULT_FILE = "validation.json"
 DOCS_DIR = "data_docs"

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from cscnn import schema
+from cscnn.data import schema
 from cscnn.errors import CSCNNError, DataContractError
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cscnn.checkpoint import build_model, save_checkpoint
 from cscnn.config import Config
 from cscnn.data.io import World
 from cscnn.errors import ConfigError
-from cscnn.features import (
+from cscnn.models import Batch, CTRModel, ImageBank
+from cscnn.training.checkpoint import build_model, save_checkpoint
+from cscnn.training.features import (
     DaySplit,
     EncodedSplit,
     FeatureEncoder,
@@ -25,8 +26,7 @@ from cscnn.features import (
     image_bank,
     split_days,
 )
-from cscnn.metrics import auc, summarize
-from cscnn.models import Batch, CTRModel, ImageBank
+from cscnn.training.metrics import auc, summarize
 
 PREDICT_BATCH = 8192
 

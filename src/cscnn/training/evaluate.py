@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cscnn.checkpoint import load_checkpoint
 from cscnn.data.io import open_world
-from cscnn.features import encode, feature_frame, image_bank
-from cscnn.train import evaluate_split, select_device
+from cscnn.training.checkpoint import load_checkpoint
+from cscnn.training.features import encode, feature_frame, image_bank
+from cscnn.training.train import evaluate_split, select_device
 
 
 def evaluate_checkpoint(model_dir: Path, world_dir: Path, days: list[str] | None = None, device: str = "auto") -> dict:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cscnn.checkpoint import load_checkpoint
 from cscnn.data.io import World
-from cscnn.features import encode, feature_frame, image_bank
-from cscnn.train import predict, select_device
+from cscnn.training.checkpoint import load_checkpoint
+from cscnn.training.features import encode, feature_frame, image_bank
+from cscnn.training.train import predict, select_device
 
 
 def _pyplot():

@@ -1,9 +1,9 @@
 """An embedded Airflow inside the project's local state: AIRFLOW_HOME is `<state>/airflow`, SQLite, this
 repository's `dags/` folder, no example DAGs, a small parallelism. Nothing is written to `~/airflow`.
 
-    python -m cscnn.airflow_setup env                  # `export` lines: eval "$(python -m cscnn.airflow_setup env)"
-    python -m cscnn.airflow_setup init                 # airflow db migrate (once per Airflow version) + the pool
-    python -m cscnn.airflow_setup run-day 2026-01-03   # airflow dags test cscnn_daily 2026-01-03; its exit code
+    python -m cscnn.entrypoints.airflow_setup env       # `export` lines, for eval "$(...)"
+    python -m cscnn.entrypoints.airflow_setup init      # airflow db migrate (once per Airflow version) + the pool
+    python -m cscnn.entrypoints.airflow_setup run-day 2026-01-03  # airflow dags test cscnn_daily 2026-01-03
 
 `make demo` calls `run_day` for several days in a row. The environment also carries the project's
 settings the tasks read at run time: CSCNN_STATE (always), CSCNN_LANDING and CSCNN_PROFILE (when set).
@@ -22,10 +22,9 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
+from cscnn import project
 from cscnn.state import State
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DAGS_FOLDER = REPO_ROOT / "dags"
 DAILY_DAG = "cscnn_daily"
 STATE_POOL = "cscnn_state"  # dags/cscnn_daily.py STATE_POOL: one pipeline at a time writes the local state
 PARALLELISM = 4
@@ -39,7 +38,7 @@ def airflow_env(state: State | None = None, base: Mapping[str, str] | None = Non
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(project.dags_dir()),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(PARALLELISM),
@@ -121,7 +120,9 @@ def _export_lines(env: Mapping[str, str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cscnn.airflow_setup", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cscnn.entrypoints.airflow_setup", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--state", help="state folder (default: $CSCNN_STATE, else ./.state)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("env", help="print export lines for the embedded Airflow")

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from cscnn import schema
 from cscnn.config import Config
-from cscnn.data.io import atomic_dir
+from cscnn.data import schema
 from cscnn.errors import CSCNNError
+from cscnn.files import atomic_dir
 from cscnn.state import State
 
 CHAMPION = "champion"
@@ -154,7 +154,7 @@ class CTRPyfunc(PythonModel):
     """
 
     def load_context(self, context) -> None:
-        from cscnn.checkpoint import load_checkpoint
+        from cscnn.training.checkpoint import load_checkpoint
 
         self.model, self.encoder, self.cfg, self.card = load_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cscnn import schema
+from cscnn.data import schema
 from cscnn.data.images import load_images
 from cscnn.data.io import World
 from cscnn.errors import DataContractError

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cscnn import project
 from cscnn.config import load_config
 from cscnn.state import State
 
@@ -22,10 +23,10 @@ def _rule(title: str) -> None:
 
 
 def run_demo(landing: Path, profile: str = "demo", state: State | None = None, serve: bool = True) -> int:
-    from cscnn import airflow_setup
-    from cscnn.daily import read_status
+    from cscnn.daily.steps import read_status
     from cscnn.data.io import list_days
     from cscnn.data.synth import generate_world
+    from cscnn.entrypoints import airflow_setup
 
     started = time.perf_counter()
     state = state or State.from_env()
@@ -104,9 +105,9 @@ def demo_request(state: State) -> int:
     candidates (catalogue ads plus the newest ones), print the top of the list, stop the service."""
     import httpx
 
-    from cscnn import packaging, registry
     from cscnn.data.io import open_world
     from cscnn.errors import CSCNNError
+    from cscnn.tools import packaging, registry
 
     champion = registry.resolve(registry.CHAMPION, state)
     if champion is None:
@@ -128,7 +129,7 @@ def demo_request(state: State) -> int:
     built = sorted((state.bentoml_home / "bentos").glob(f"*/v{champion.version}"))  # built by the pipeline
     target = f"{built[0].parent.name}:{built[0].name}" if built else packaging.SERVICE
     env = packaging.bentoml_env(state.bentoml_home, {"CSCNN_STATE": str(state.root)})
-    working_dir = None if built else packaging.BENTO_DIR
+    working_dir = None if built else project.bento_dir()
     try:
         with packaging.BentoServer(target, env, working_dir, timeout=120) as (url, ready_seconds, _log):
             answer = httpx.post(f"{url}/rank", json=request, timeout=30)
@@ -160,7 +161,8 @@ def where_to_look(state: State, statuses: dict[str, dict]) -> str:
             "",
             "Where to look:",
             f"  MLflow UI:       .venv/bin/mlflow ui --backend-store-uri {state.tracking_uri}  (http://127.0.0.1:5000)",
-            '  Airflow UI:      eval "$(.venv/bin/python -m cscnn.airflow_setup env)" && .venv/bin/airflow standalone',
+            '  Airflow UI:      eval "$(.venv/bin/python -m cscnn.entrypoints.airflow_setup env)" && '
+            ".venv/bin/airflow standalone",
             f"  data docs:       {docs[-1] if docs else '-'}",
             f"  rejected day:    {rejected[-1] if rejected else '-'}",
             f"  day status:      {state.root / 'days'}/<day>.json  (or: cscnn daily status --day DAY)",
