@@ -14,7 +14,7 @@ RUN ?= artifacts/$(PROFILE)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: venv demo model test lint compare bench clean
+.PHONY: venv demo model test test-fast lint compare bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ model: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# The inner loop: everything but the tests that start a real tool in a subprocess (marker `slow`).
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks dags kfp_pipelines bento
