@@ -1,4 +1,4 @@
-"""The CSCNN ranking service (BentoML). A thin wrapper: the logic is in `cscnn.serving`.
+"""The CSCNN ranking service (BentoML). A thin wrapper: the logic is in the `cscnn.serving` modules.
 
     POST /rank            rank a request's candidates by predicted click probability (see bento/README.md)
     POST /admin/reload    ask the registry now instead of waiting for the next poll
@@ -6,7 +6,7 @@
     GET  /livez, /healthz 200 while the process answers
     GET  /metrics         Prometheus: BentoML's request metrics plus cscnn_served_model{version,...}
 
-Configuration is by environment (see `cscnn.serving.source_from_env` and `serve_config_from_env`). The
+Configuration is by environment (see `cscnn.serving.sources.source_from_env` and `serve_config_from_env`). The
 model is not packed into the bento: the service follows the registry's `champion` alias, so a promotion
 reaches the running service without a rebuild or a restart.
 """
@@ -22,12 +22,11 @@ import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
 
 from cscnn.errors import CSCNNError
-from cscnn.serving import (
+from cscnn.serving.hotswap import ModelHolder, NotReadyError
+from cscnn.serving.schemas import (
     BodyLimit,
     Context,
     ItemFeatures,
-    ModelHolder,
-    NotReadyError,
     RankRequest,
     RankResponse,
     ReloadResult,
@@ -36,9 +35,8 @@ from cscnn.serving import (
     User,
     max_body_bytes,
     request_model,
-    serve_config_from_env,
-    source_from_env,
 )
+from cscnn.serving.sources import serve_config_from_env, source_from_env
 
 log = logging.getLogger(__name__)
 

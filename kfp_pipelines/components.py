@@ -157,21 +157,21 @@ def package_service(ref: dict, day: str, profile: str, overrides: list, state_di
 
 
 @component
-def promote(ref: dict, day: str, state_dir: str) -> dict:
+def promote(ref: dict, day: str, profile: str, overrides: list, state_dir: str) -> dict:
     """Move the alias `champion`; the service picks the new version up without a restart."""
     from cscnn.daily import steps
 
-    state = steps.context("small", [], state_dir)[1]
-    return steps.promote(ref, day, state)
+    cfg, state = steps.context(profile, overrides, state_dir)
+    return steps.promote(ref, day, cfg, state)
 
 
 @component
-def keep_champion(decision: Input[Artifact], day: str, state_dir: str) -> dict:
+def keep_champion(decision: Input[Artifact], day: str, profile: str, overrides: list, state_dir: str) -> dict:
     """The gate said no: record it; `champion` stays where it was."""
     import json
     from pathlib import Path
 
     from cscnn.daily import steps
 
-    state = steps.context("small", [], state_dir)[1]
-    return steps.not_promoted(day, json.loads(Path(decision.path).read_text()), state)
+    cfg, state = steps.context(profile, overrides, state_dir)
+    return steps.not_promoted(day, json.loads(Path(decision.path).read_text()), cfg, state)

@@ -64,11 +64,9 @@ def cscnn_daily(
         with dsl.If(decided.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
             table = on_gpu_node(c.publish_table(ref=registered.outputs["Output"], candidate=candidate, **common))
             packaged = shared(c.package_service(ref=table.outputs["Output"], **common))
-            shared(c.promote(ref=table.outputs["Output"], day=day, state_dir=state_dir)).after(packaged)
+            shared(c.promote(ref=table.outputs["Output"], **common)).after(packaged)
         with dsl.Else(name="gate-failed"):
-            shared(c.keep_champion(decision=decided.outputs["decision"], day=day, state_dir=state_dir)).after(
-                registered
-            )
+            shared(c.keep_champion(decision=decided.outputs["decision"], **common)).after(registered)
 
 
 @dsl.pipeline(name="cscnn-embedding-refresh", description="Embed new ads with the champion's CNN between retrains.")

@@ -18,12 +18,27 @@ from pathlib import Path
 
 import pytest
 
+from cscnn.daily import status
+from cscnn.entrypoints import orchestration
+
 # Not `importorskip`: importing Airflow here, before AIRFLOW_HOME is set, would create ~/airflow.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("airflow") is None, reason="apache-airflow not installed")
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
-HEAVY = ("cscnn", "kfp", "kfp_pipelines", "torch", "mlflow", "great_expectations", "dvc", "bentoml")
+HEAVY = ("kfp", "kfp_pipelines", "torch", "mlflow", "great_expectations", "dvc", "bentoml", "pandas", "numpy")
+# What the DAG files may import of the project at parse time: standard-library-only modules.
+CHEAP_CSCNN = {
+    "cscnn",
+    "cscnn.daily",
+    "cscnn.daily.status",
+    "cscnn.dates",
+    "cscnn.entrypoints",
+    "cscnn.entrypoints.orchestration",
+    "cscnn.errors",
+    "cscnn.files",
+    "cscnn.state",
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +57,6 @@ def dagbag(airflow_home):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS))
-
-
-@pytest.fixture(scope="module")
-def module(airflow_home):
-    """The DAG file as a plain module, for its pure helpers."""
-    spec = importlib.util.spec_from_file_location("cscnn_daily_dags", DAGS / "cscnn_daily.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -73,6 +79,7 @@ print(json.dumps({
     "import_errors": {str(k): v for k, v in bag.import_errors.items()},
     "queries": queries,
     "heavy": sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2].split(","))),
+    "cscnn": sorted(m for m in sys.modules if m == "cscnn" or m.startswith("cscnn.")),
     "seconds": time.perf_counter() - started,
 }))
 """
@@ -99,6 +106,7 @@ def test_dag_folder_parses_without_errors_db_queries_or_heavy_imports(tmp_path):
     assert result["dag_ids"] == ["cscnn_daily", "cscnn_embedding_refresh"]
     assert result["queries"] == []
     assert result["heavy"] == []
+    assert set(result["cscnn"]) <= CHEAP_CSCNN, set(result["cscnn"]) - CHEAP_CSCNN
     assert result["seconds"] < 5, f"parsing the dags folder took {result['seconds']:.1f} s"
 
 
@@ -107,7 +115,7 @@ def test_dag_folder_parses_without_errors_db_queries_or_heavy_imports(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_daily_dag_structure(dagbag, module):
+def test_daily_dag_structure(dagbag):
     from airflow.sdk import CronDataIntervalTimetable
 
     dag = dagbag.dags["cscnn_daily"]
@@ -119,7 +127,7 @@ def test_daily_dag_structure(dagbag, module):
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     assert trigger.retries == 2 and trigger.retry_delay.total_seconds() > 0
-    assert trigger.pool == module.STATE_POOL
+    assert trigger.pool == orchestration.STATE_POOL
     assert report.retries == 0
     params = dag.params.dump()
     assert params == {
@@ -136,7 +144,7 @@ def test_daily_dag_structure(dagbag, module):
     assert trigger.doc_md and report.doc_md
 
 
-def test_refresh_dag_structure(dagbag, module):
+def test_refresh_dag_structure(dagbag):
     from airflow.sdk import CronTriggerTimetable
 
     dag = dagbag.dags["cscnn_embedding_refresh"]
@@ -145,7 +153,7 @@ def test_refresh_dag_structure(dagbag, module):
     assert isinstance(dag.timetable, CronTriggerTimetable)
     assert dag.timetable.expression == "0 */6 * * *"
     assert dag.catchup is False and dag.max_active_runs == 1
-    assert dag.get_task("trigger_pipeline").pool == module.STATE_POOL
+    assert dag.get_task("trigger_pipeline").pool == orchestration.STATE_POOL
     assert set(dag.params.dump()) == {"day", "landing", "profile"}
     assert dag.doc_md.lstrip().startswith("# cscnn_embedding_refresh")
 
@@ -161,11 +169,11 @@ def test_dags_survive_serialization(dagbag):
         assert restored.doc_md == dag.doc_md
 
 
-def test_setup_creates_the_pool_the_dags_use(module):
+def test_setup_creates_the_pool_the_dags_use():
     from cscnn import project
     from cscnn.entrypoints import airflow_setup
 
-    assert airflow_setup.STATE_POOL == module.STATE_POOL
+    assert airflow_setup.STATE_POOL == orchestration.STATE_POOL
     assert project.dags_dir() == DAGS
 
 
@@ -185,8 +193,8 @@ NO_PARAMS = {
 }
 
 
-def test_defaults_come_from_the_logical_date_and_the_repository(module):
-    args = module.pipeline_arguments(NO_PARAMS, "2026-01-03", {})
+def test_defaults_come_from_the_logical_date_and_the_repository():
+    args = orchestration.daily_arguments(NO_PARAMS, "2026-01-03", {}, REPO)
     assert args == {
         "day": "2026-01-03",
         "landing": str(REPO / "data" / "small"),
@@ -196,19 +204,19 @@ def test_defaults_come_from_the_logical_date_and_the_repository(module):
     }
 
 
-def test_params_win_over_environment_which_wins_over_defaults(module, tmp_path):
+def test_params_win_over_environment_which_wins_over_defaults(tmp_path):
     env = {"CSCNN_LANDING": str(tmp_path / "env-world"), "CSCNN_STATE": str(tmp_path / "st"), "CSCNN_PROFILE": "tiny"}
-    args = module.pipeline_arguments(NO_PARAMS, "2026-01-03", env)
+    args = orchestration.daily_arguments(NO_PARAMS, "2026-01-03", env, REPO)
     assert (args["landing"], args["state_dir"], args["profile"]) == (env["CSCNN_LANDING"], env["CSCNN_STATE"], "tiny")
     params = {**NO_PARAMS, "day": "2026-01-05", "landing": "data/other", "profile": "bench"}
-    args = module.pipeline_arguments(params, "2026-01-03", env)
+    args = orchestration.daily_arguments(params, "2026-01-03", env, REPO)
     assert args["day"] == "2026-01-05"
     assert args["landing"] == str(REPO / "data" / "other")  # relative paths are taken from the repository root
     assert args["profile"] == "bench"
     assert args["state_dir"] == env["CSCNN_STATE"]  # the state is not a param: one state per deployment
 
 
-def test_thresholds_become_overrides_that_the_config_accepts(module):
+def test_thresholds_become_overrides_that_the_config_accepts():
     from cscnn.config import load_config
 
     params = {
@@ -217,7 +225,7 @@ def test_thresholds_become_overrides_that_the_config_accepts(module):
         "max_auc_drop": 0.02,
         "overrides": ["train.epochs=1", " ", "gate.auc_floor=0.9"],
     }
-    args = module.pipeline_arguments(params, "2026-01-03", {})
+    args = orchestration.daily_arguments(params, "2026-01-03", {}, REPO)
     # extra overrides first, then the threshold fields (they win); 0.0 is a value, not "empty"
     assert args["overrides"] == ["train.epochs=1", "gate.auc_floor=0.9", "gate.auc_floor=0.0", "gate.max_auc_drop=0.02"]
     cfg = load_config("tiny", overrides=args["overrides"])
@@ -234,29 +242,33 @@ def test_thresholds_become_overrides_that_the_config_accepts(module):
         ({"day": "2026-02-30"}, None, "not a YYYY-MM-DD date"),
     ],
 )
-def test_bad_params_are_refused_before_anything_runs(module, params, ds, message):
+def test_bad_params_are_refused_before_anything_runs(params, ds, message):
     with pytest.raises(ValueError, match=message):
-        module.pipeline_arguments({**NO_PARAMS, **params}, ds, {})
+        orchestration.daily_arguments({**NO_PARAMS, **params}, ds, {}, REPO)
 
 
-def test_force_retrain_decides_whether_a_decided_day_runs_again(module):
-    for status in ("promoted", "not_promoted"):
-        decided = {"day": "2026-01-03", "status": status, "updated": "2026-11-24T10:00:00+00:00"}
-        assert "already decided" in module.skip_reason(decided, force=False)
-        assert module.skip_reason(decided, force=True) is None
-    for status in ({"day": "2026-01-03"}, {"status": "rejected"}, {"status": "validated"}, {"status": "trained"}):
-        assert module.skip_reason(status, force=False) is None
+def record(**fields):
+    return status.DayRecord.from_dict({"day": "2026-01-03", **fields})
 
 
-def test_only_a_fresh_rejection_is_a_validation_failure(module):
-    before = {"status": "rejected", "updated": "2026-11-24T10:00:00+00:00"}
-    assert module.rejected_by_validation(before, {"status": "rejected", "updated": "2026-11-24T11:00:00+00:00"})
-    assert not module.rejected_by_validation(before, dict(before))  # a stale mark: the run died before validating
-    assert not module.rejected_by_validation({}, {"status": "versioned", "updated": "2026-11-24T11:00:00+00:00"})
+def test_force_retrain_decides_whether_a_decided_day_runs_again():
+    for decided_status in ("promoted", "not_promoted"):
+        decided = record(status=decided_status, updated="2026-11-24T10:00:00+00:00")
+        assert "already decided" in status.skip_reason(decided, force=False)
+        assert status.skip_reason(decided, force=True) is None
+    for other in (record(), record(status="rejected"), record(status="validated"), record(status="trained")):
+        assert status.skip_reason(other, force=False) is None
 
 
-def test_report_shows_decision_aucs_versions_and_data_docs(module):
-    status = {
+def test_only_a_fresh_rejection_is_a_validation_failure():
+    before = record(status="rejected", updated="2026-11-24T10:00:00+00:00")
+    assert status.rejected_by_this_run(before, record(status="rejected", updated="2026-11-24T11:00:00+00:00"))
+    assert not status.rejected_by_this_run(before, before)  # a stale mark: the run died before validating
+    assert not status.rejected_by_this_run(record(), record(status="versioned", updated="2026-11-24T11:00:00+00:00"))
+
+
+def test_report_shows_decision_aucs_versions_and_data_docs():
+    day = {
         "day": "2026-01-04",
         "status": "not_promoted",
         "validation": {"success": True, "failures": [], "docs": "/s/runs/2026-01-04/validation/docs/index.html"},
@@ -272,7 +284,7 @@ def test_report_shows_decision_aucs_versions_and_data_docs(module):
         "mlflow_run": "r2",
         "champion": "1",
     }
-    text = module.format_report(status)
+    text = status.report(status.DayRecord.from_dict(day))
     for expected in (
         "day 2026-01-04: not_promoted",
         "gate: FAILED; candidate AUC 0.7012, champion AUC 0.7301 (v1)",
@@ -283,7 +295,7 @@ def test_report_shows_decision_aucs_versions_and_data_docs(module):
         "data docs: /s/runs/2026-01-04/validation/docs/index.html",
     ):
         assert expected in text
-    assert module.summary(status)["candidate_auc"] == 0.7012
+    assert status.summary(status.DayRecord.from_dict(day))["candidate_auc"] == 0.7012
 
     rejected = {
         "day": "2026-01-05",
@@ -294,7 +306,7 @@ def test_report_shows_decision_aucs_versions_and_data_docs(module):
             "docs": "/d/index.html",
         },
     }
-    text = module.format_report(rejected)
+    text = status.report(status.DayRecord.from_dict(rejected))
     assert "validation: FAILED" in text and "impressions: values_in_set [click]: 2" in text
 
 
@@ -316,7 +328,7 @@ def test_airflow_env_points_everything_inside_the_state(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 FAKE_RUNNER = """
-from cscnn.daily.steps import mark
+from cscnn.daily.status import mark
 from cscnn.state import State
 
 
@@ -334,6 +346,7 @@ def run_pipeline(name, arguments, host=None):
 """
 
 
+@pytest.mark.slow
 def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monkeypatch, capfd):
     from cscnn.entrypoints import airflow_setup
     from cscnn.state import State

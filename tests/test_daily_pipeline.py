@@ -19,7 +19,7 @@ import subprocess
 import pytest
 
 from cscnn.config import load_config
-from cscnn.daily.steps import read_status
+from cscnn.daily import status
 from cscnn.data.schema import impressions_path
 from cscnn.data.synth import generate_world
 from cscnn.state import State
@@ -29,6 +29,7 @@ from kfp_pipelines.runner import run_pipeline
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 BROKEN = DAYS[4]
 LENIENT = ["gate.auc_floor=0.5"]
+pytestmark = pytest.mark.slow  # kfp.local runs every step in a subprocess: ~2.5 minutes
 
 
 def _sha(path):
@@ -56,7 +57,7 @@ def loop(tmp_path_factory):
             error = str(exc)
         return {
             "error": error,
-            "status": read_status(state, day),
+            "status": status.read(state, day),
             "champion": registry.resolve(registry.CHAMPION, state),
             "challenger": registry.resolve(registry.CHALLENGER, state),
         }
@@ -73,43 +74,43 @@ def test_first_days_wait_for_history(loop):
     for day in DAYS[:2]:
         result = loop["results"][day]
         assert result["error"] is None
-        assert result["status"]["status"] == "waiting_for_history"
-        assert result["status"]["validation"]["success"] is True
+        assert result["status"].status == status.DayStatus.WAITING_FOR_HISTORY
+        assert result["status"].validation["success"] is True
         assert result["champion"] is None
 
 
 def test_first_candidate_becomes_champion_with_its_table(loop):
     result = loop["results"][DAYS[2]]
     assert result["error"] is None, result["error"]
-    status = result["status"]
-    assert status["status"] == "promoted"
-    assert status["gate"]["passed"] is True
-    assert [c["name"] for c in status["gate"]["checks"] if c["passed"] is None] == ["auc_change"]
+    record = result["status"]
+    assert record.status == status.DayStatus.PROMOTED
+    assert record.gate_passed is True
+    assert [c["name"] for c in record.gate["checks"] if c["passed"] is None] == ["auc_change"]
     assert result["champion"].version == "1" and result["champion"].embeddings == f"embeddings/{DAYS[2]}"
-    assert status["package"]["top_items"], "the packaged service answered the canned request"
+    assert record.package["top_items"], "the packaged service answered the canned request"
 
 
 def test_worse_candidate_is_registered_as_challenger_and_champion_stays(loop):
     result = loop["results"]["strict"]
     assert result["error"] is None, result["error"]
-    assert result["status"]["status"] == "not_promoted"
-    assert any(r.startswith("auc_floor") for r in result["status"]["gate"]["reasons"])
+    assert result["status"].status == status.DayStatus.NOT_PROMOTED
+    assert any(r.startswith("auc_floor") for r in result["status"].gate["reasons"])
     assert result["champion"].version == "1"
     assert result["challenger"].version == "2"
     # the refresh step embedded day 4's new ads with the champion's CNN and moved its table tag
-    assert result["status"]["refresh"]["refreshed"] == 4
+    assert result["status"].refresh["refreshed"] == 4
     assert result["champion"].embeddings == f"embeddings/{DAYS[3]}-refresh"
 
 
 def test_bad_day_stops_before_training_and_nothing_moves(loop):
     result, state = loop["results"]["broken"], loop["state"]
     assert result["error"] is not None and "validate-day" in result["error"]
-    status = result["status"]
-    assert status["status"] == "rejected"
-    failed = {f["expectation"] for f in status["validation"]["failures"]}
+    record = result["status"]
+    assert record.status == status.DayStatus.REJECTED
+    failed = {f["expectation"] for f in record.failures}
     assert any("in_set" in name for name in failed), failed  # click = 2
     assert any("unique" in name for name in failed), failed  # duplicated impressions
-    assert "candidate" not in status and "data_version" not in status
+    assert record.candidate is None and record.data_version is None
     assert result["champion"].version == "1" and result["challenger"].version == "2"
     assert not impressions_path(state.registry_world, BROKEN).exists()  # never versioned
     assert _sha(impressions_path(loop["landing"], BROKEN)) == loop["broken_sha"]  # raw data untouched
@@ -118,7 +119,7 @@ def test_bad_day_stops_before_training_and_nothing_moves(loop):
 def test_rerun_of_a_day_works_and_promotes(loop):
     result = loop["results"]["rerun"]
     assert result["error"] is None, result["error"]
-    assert result["status"]["status"] == "promoted"
+    assert result["status"].status == status.DayStatus.PROMOTED
     assert result["champion"].version == "3"
     assert registry.get_version("1", loop["state"]).embeddings  # the old champion stays for rollback
 
@@ -130,7 +131,7 @@ def test_mlflow_run_holds_metrics_pictures_reports_and_data_version(loop):
     client = registry.client(state)
     ref = registry.get_version("1", state)
     run = client.get_run(ref.run_id)
-    assert run.data.tags["data_version"] == loop["results"][DAYS[2]]["status"]["data_version"]
+    assert run.data.tags["data_version"] == loop["results"][DAYS[2]]["status"].data_version
     assert {"auc", "logloss", "cold_start_auc", "gate_passed"} <= set(run.data.metrics)
     assert any(name.startswith("auc_c") for name in run.data.metrics)
     assert run.data.params["gate.auc_floor"] == "0.5"
@@ -151,10 +152,26 @@ def test_data_registry_has_one_commit_per_accepted_day_and_rolls_back(loop):
     for day in DAYS[:4]:
         assert f"data: day {day}" in log
     assert BROKEN not in log
-    version_tags = {loop["results"][day]["status"]["data_version"] for day in DAYS[:3]}
+    version_tags = {loop["results"][day]["status"].data_version for day in DAYS[:3]}
     assert len(version_tags) == 3
 
     ref = registry.rollback(state)
     assert ref.version == "1"
     assert registry.resolve(registry.CHAMPION, state).version == "1"
     json.dumps(ref.to_dict())
+
+
+def test_cli_daily_run_skips_a_decided_day_like_the_dag(loop):
+    """`cscnn daily run` takes the DAG's path: a decided day is not run again without --force."""
+    from typer.testing import CliRunner
+
+    from cscnn.entrypoints.cli import app
+
+    state = loop["state"]
+    before = registry.list_versions(state)
+    args = ["daily", "run", "--day", DAYS[2], "--landing", str(loop["landing"]), "--profile", "tiny"]
+    result = CliRunner().invoke(app, [*args, "--state", str(state.root)])
+    assert result.exit_code == 0, result.output
+    assert "already decided" in result.output and "pass --force" in result.output
+    assert json.loads(result.output[result.output.index("{") :])["status"] == "promoted"
+    assert registry.list_versions(state) == before  # nothing ran

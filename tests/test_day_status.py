@@ -1,18 +1,40 @@
-"""The day status file that operators and the Airflow report task read."""
+"""The day status (`cscnn.daily.status`): the record operators, the Airflow report task and the demo read."""
+
+import pytest
+
+from cscnn.daily.status import DayRecord, DayStatus, mark, read
+from cscnn.state import State
 
 
 def test_a_decided_day_keeps_its_decision_while_a_later_run_is_in_progress(tmp_path):
-    from cscnn.daily.steps import mark, read_status
-    from cscnn.state import State
-
     state = State(tmp_path)
-    mark(state, "2026-01-03", status="started")
-    assert read_status(state, "2026-01-03")["status"] == "started"
-    mark(state, "2026-01-03", status="promoted", champion="1")
+    mark(state, "2026-01-03", status=DayStatus.STARTED)
+    assert read(state, "2026-01-03").status == DayStatus.STARTED
+    mark(state, "2026-01-03", status=DayStatus.PROMOTED, champion="1")
     mark(state, "2026-01-03", status="validated", data_version="2026-01-03@abc")  # e.g. the embedding refresh
-    status = read_status(state, "2026-01-03")
-    assert status["status"] == "promoted" and status["data_version"] == "2026-01-03@abc"
-    mark(state, "2026-01-03", status="not_promoted")  # a forced rerun's own decision replaces it
-    assert read_status(state, "2026-01-03")["status"] == "not_promoted"
-    mark(state, "2026-01-03", status="rejected")
-    assert read_status(state, "2026-01-03")["status"] == "rejected"
+    record = read(state, "2026-01-03")
+    assert record.status == DayStatus.PROMOTED and record.data_version == "2026-01-03@abc"
+    mark(state, "2026-01-03", status=DayStatus.NOT_PROMOTED)  # a forced rerun's own decision replaces it
+    assert read(state, "2026-01-03").status == DayStatus.NOT_PROMOTED
+    mark(state, "2026-01-03", status=DayStatus.REJECTED)
+    assert read(state, "2026-01-03").status == DayStatus.REJECTED
+
+
+def test_a_day_with_no_record_reads_empty_and_a_misspelt_field_is_refused(tmp_path):
+    state = State(tmp_path)
+    assert read(state, "2026-01-04") == DayRecord(day="2026-01-04")
+    with pytest.raises(TypeError):
+        mark(state, "2026-01-04", candiate_version="1")
+    with pytest.raises(ValueError):
+        mark(state, "2026-01-04", status="promotd")
+    assert not state.day_status_file("2026-01-04").exists()
+
+
+def test_the_file_is_plain_json_and_unknown_keys_from_a_newer_writer_are_ignored(tmp_path):
+    state = State(tmp_path)
+    mark(state, "2026-01-05", status=DayStatus.WAITING_FOR_HISTORY, history_days=2)
+    path = state.day_status_file("2026-01-05")
+    text = path.read_text()
+    assert '"status": "waiting_for_history"' in text and '"history_days": 2' in text
+    path.write_text(text.replace('"history_days": 2', '"history_days": 2, "from_the_future": 1'))
+    assert read(state, "2026-01-05").history_days == 2

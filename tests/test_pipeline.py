@@ -53,16 +53,28 @@ def test_train_writes_a_loadable_checkpoint(trained) -> None:
     assert set(card["days"]["train"]).isdisjoint(card["days"]["test"])
 
 
-def test_evaluate_cli_writes_metrics(world_dir, trained, tmp_path) -> None:
-    args = ["evaluate", "--data", str(world_dir), "--model", str(trained), "--out", str(tmp_path / "m.json")]
-    result = runner.invoke(app, args)
+def test_evaluate_and_gate_cli_take_the_pipeline_path(world_dir, trained, tmp_path) -> None:
+    args = ["evaluate", "--data", str(world_dir), "--model", str(trained), "--out", str(tmp_path / "e.json")]
+    result = runner.invoke(app, [*args, "--state", str(tmp_path / "state")])
     assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "m.json").read_text())
-    assert json.loads(result.output) == metrics
+    evaluation = json.loads((tmp_path / "e.json").read_text())
+    assert json.loads(result.output) == evaluation
+    assert "champion" not in evaluation  # not asked for (--against-champion)
+    metrics = evaluation["candidate"]
+    assert evaluation["days"] == metrics["days"] == load_checkpoint(trained)[3]["days"]["test"]
     assert 0.0 <= metrics["auc"] <= 1.0 and metrics["logloss"] > 0
     assert metrics["n_cold_start"] > 0, "the tiny world adds new items every day"
     assert set(metrics["per_category_auc"]) == set(open_world(world_dir).items["category"])
     assert metrics["model_fingerprint"] == load_checkpoint(trained)[3]["fingerprint"]
+
+    gate_args = ["gate", "--evaluation", str(tmp_path / "e.json"), "--out", str(tmp_path / "g.json")]
+    result = runner.invoke(app, [*gate_args, "--profile", "tiny", "--set", "gate.auc_floor=0.5"])
+    assert result.exit_code == 0, result.output
+    decision = json.loads((tmp_path / "g.json").read_text())
+    assert decision["passed"] is True and decision["candidate_auc"] == metrics["auc"]
+    assert [c["name"] for c in decision["checks"] if c["passed"] is None] == ["auc_change"]  # no champion
+    bad = runner.invoke(app, ["gate", "--evaluation", str(tmp_path / "g.json"), "--out", str(tmp_path / "x.json")])
+    assert bad.exit_code == 2 and "not an evaluation" in bad.output
 
 
 def test_embedding_table_scores_equal_the_model(world_dir, trained, tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""The ranking service at four levels: the library (`cscnn.serving`), the service class in-process, the ASGI
+"""The ranking service at four levels: the library (`cscnn.serving`: schemas, ranker,
+sources, hotswap), the service class in-process, the ASGI
 app (validation, hot swap), and one real `bentoml serve` of the built bento (the pipeline's smoke check).
 
 Two tiny models are registered in a temporary MLflow registry; version 1 starts as champion.
@@ -22,18 +23,10 @@ from pydantic import ValidationError
 
 from cscnn.config import ServeConfig, load_config
 from cscnn.data.io import open_world
-from cscnn.data.synth import generate_world
-from cscnn.serving import (
-    Context,
-    ModelHolder,
-    NotReadyError,
-    RankRequest,
-    RegistrySource,
-    User,
-    load_ranker,
-    max_body_bytes,
-    request_model,
-)
+from cscnn.serving.hotswap import ModelHolder, NotReadyError
+from cscnn.serving.ranker import load_ranker
+from cscnn.serving.schemas import Context, RankRequest, User, max_body_bytes, request_model
+from cscnn.serving.sources import RegistrySource
 from cscnn.state import State
 from cscnn.tools import registry
 from cscnn.training.checkpoint import load_checkpoint
@@ -43,6 +36,7 @@ from cscnn.training.train import train
 
 ROOT = Path(__file__).parents[1]
 MAX_CANDIDATES = 50
+SERVING_MODULES = sorted(p.name for p in (ROOT / "src" / "cscnn" / "serving").glob("*.py"))
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
@@ -68,22 +62,15 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def world_dir(env):
-    path = env / "world"
-    generate_world(load_config("tiny").world, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def versions(env, world_dir) -> dict[str, registry.ModelRef]:
+def versions(env, tiny_world) -> dict[str, registry.ModelRef]:
     """Two registered versions (different seeds), each with its table and catalogue; v1 is champion."""
-    world = open_world(world_dir)
+    world = open_world(tiny_world)
     refs = {}
     for seed in (0, 1):
         checkpoint, table = env / f"model{seed}", env / f"table{seed}"
         cfg = load_config("tiny", overrides=[f"train.seed={seed}", "train.epochs=1"])
         train(world, cfg, out=checkpoint, progress=False)
-        export_table(checkpoint, world_dir, table)  # writes the catalogue next to the vectors
+        export_table(checkpoint, tiny_world, table)  # writes the catalogue next to the vectors
         ref = registry.log_candidate(checkpoint, {"auc": 0.6}, {"seed": seed}, data_version=f"seed{seed}")
         ref = registry.attach_embeddings(ref, table, "full")
         refs[ref.version] = ref
@@ -216,12 +203,12 @@ def test_service_class_ranks_in_process(service, champion_v1) -> None:
         svc.stop_polling()
 
 
-def test_service_scores_equal_the_offline_model(env, world_dir, service, champion_v1) -> None:
+def test_service_scores_equal_the_offline_model(env, tiny_world, service, champion_v1) -> None:
     """Every request of the held-out day, scored by the service, equals `CTRModel.forward` (CNN included)
     on the same impressions encoded offline at position 1."""
     checkpoint_dir, _table = registry.fetch(champion_v1)
     model, encoder, cfg, card = load_checkpoint(checkpoint_dir)
-    world = open_world(world_dir)
+    world = open_world(tiny_world)
     frame = feature_frame(world, world.impressions(card["days"]["test"]).assign(position=1))
     data = encode(frame, encoder)
     with torch.no_grad():
@@ -367,13 +354,15 @@ def test_bentofile_pins_match_the_project_constraints() -> None:
         assert constraints.get(name) == pinned, f"{requirement}: constraints.txt has {constraints.get(name)}"
 
 
+@pytest.mark.slow
 def test_built_bento_serves_a_pinned_version_over_http(env, versions) -> None:
     from cscnn.tools.packaging import build_bento, smoke_check
 
     build_bento(bentoml_home=env / "bentoml", version="v2")
     built = build_bento(bentoml_home=env / "bentoml", version="v2")  # a retried step replaces its build
     assert built.tag == "cscnn-ranker:v2"
-    assert (built.bentoml_home / "bentos" / "cscnn-ranker" / "v2" / "src" / "cscnn" / "serving.py").is_file()
+    packed = built.bentoml_home / "bentos" / "cscnn-ranker" / "v2" / "src" / "cscnn" / "serving"
+    assert sorted(p.name for p in packed.glob("*.py")) == SERVING_MODULES  # the package folder, not one file
     result = smoke_check(built.tag, version="2", state=State.from_env(), bentoml_home=built.bentoml_home)
     assert result.model["version"] == "2" and result.model["fingerprint"] == versions["2"].fingerprint
     assert len(result.response["items"]) == 6 and result.seconds_to_ready < 60

@@ -22,10 +22,9 @@ def tiny(**changes) -> WorldConfig:
 
 
 @pytest.fixture(scope="module")
-def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth") / "world"
-    synth.generate_world(tiny(), out)
-    return out
+def world_dir(tiny_world: Path) -> Path:
+    """The default tiny world (the session fixture from conftest.py); read-only."""
+    return tiny_world
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +129,7 @@ def test_a_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Mon
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synth, "_write_truth", broken)
+    monkeypatch.setattr(synth.world, "_write_truth", broken)
     with pytest.raises(RuntimeError):
         synth.generate_world(tiny(), tmp_path / "world")
     assert list(tmp_path.iterdir()) == []

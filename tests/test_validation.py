@@ -10,27 +10,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cscnn.config import ValidationConfig, load_config
+from cscnn.config import ValidationConfig
 from cscnn.data import schema
-from cscnn.data.synth import generate_world
 from cscnn.errors import DataContractError
-from cscnn.tools.validation import ValidationReport, contract_expectations, validate_day
+from cscnn.tools.validation import ValidationReport, validate_day
+from cscnn.tools.validation.suite import contract_expectations
 
 DAY, PREVIOUS = "2026-01-02", "2026-01-01"
 CFG = ValidationConfig()
 
 
 @pytest.fixture(scope="module")
-def world_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "world"
-    generate_world(load_config("tiny").world, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def good(world_dir, tmp_path_factory) -> tuple[ValidationReport, dict[str, str]]:
-    before = _digest(world_dir)
-    report = validate_day(world_dir, DAY, tmp_path_factory.mktemp("out"), CFG, previous_day=PREVIOUS)
+def good(tiny_world, tmp_path_factory) -> tuple[ValidationReport, dict[str, str]]:
+    before = _digest(tiny_world)
+    report = validate_day(tiny_world, DAY, tmp_path_factory.mktemp("out"), CFG, previous_day=PREVIOUS)
     return report, before
 
 
@@ -41,6 +34,7 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 def _copy(world_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the shared, read-only tiny world, to damage."""
     dst = tmp_path / "world"
     shutil.copytree(world_dir, dst)
     return dst
@@ -70,19 +64,19 @@ def _failure(report: ValidationReport, table: str, expectation: str, column: str
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_good_day_passes(good, world_dir) -> None:
+def test_good_day_passes(good, tiny_world) -> None:
     report, before = good
     assert report.success, report.summary()
     assert report.failures == []
     stats = report.statistics
-    assert stats["rows"] == len(_day(world_dir))
+    assert stats["rows"] == len(_day(tiny_world))
     assert CFG.min_ctr <= stats["ctr"] <= CFG.max_ctr
-    assert set(stats["category_mix"]) == set(pd.read_parquet(world_dir / schema.ITEMS_FILE)["category"])
+    assert set(stats["category_mix"]) == set(pd.read_parquet(tiny_world / schema.ITEMS_FILE)["category"])
     assert 0 <= stats["drift"]["kl_divergence"] < CFG.max_category_drift
-    assert stats["images"] == {"checked": len(pd.read_parquet(world_dir / schema.ITEMS_FILE)), "bad": 0}
+    assert stats["images"] == {"checked": len(pd.read_parquet(tiny_world / schema.ITEMS_FILE)), "bad": 0}
     assert set(stats["tables"]) == {"impressions", "items", "users", "images"}
     assert stats["n_failed"] == 0 and stats["n_expectations"] >= 60
-    assert _digest(world_dir) == before, "validation must not touch the world folder"
+    assert _digest(tiny_world) == before, "validation must not touch the world folder"
 
 
 def test_suite_is_generated_from_the_contract(good) -> None:
@@ -171,8 +165,8 @@ def _damage(kind: str, world: Path) -> str | None:
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
-def test_damage_fails_with_the_right_expectation(kind, world_dir, tmp_path) -> None:
-    world = _copy(world_dir, tmp_path)
+def test_damage_fails_with_the_right_expectation(kind, tiny_world, tmp_path) -> None:
+    world = _copy(tiny_world, tmp_path)
     must_name = _damage(kind, world)
     before = _digest(world)
     report = validate_day(world, DAY, tmp_path / "out", CFG, previous_day=PREVIOUS)
@@ -193,8 +187,8 @@ def test_damage_fails_with_the_right_expectation(kind, world_dir, tmp_path) -> N
     assert len(saved["report"]["failures"]) == len(report.failures)
 
 
-def test_all_problems_are_reported_together(world_dir, tmp_path) -> None:
-    world = _copy(world_dir, tmp_path)
+def test_all_problems_are_reported_together(tiny_world, tmp_path) -> None:
+    world = _copy(tiny_world, tmp_path)
     for kind in ("click_value_2", "null_user_id", "unknown_item_id", "corrupt_image"):
         _damage(kind, world)
     (world / schema.USERS_FILE).write_bytes(b"garbage")
@@ -206,9 +200,9 @@ def test_all_problems_are_reported_together(world_dir, tmp_path) -> None:
         assert (table, expectation, column) in failed, report.summary()
 
 
-def test_without_previous_day_or_images_those_checks_are_skipped(world_dir, tmp_path) -> None:
+def test_without_previous_day_or_images_those_checks_are_skipped(tiny_world, tmp_path) -> None:
     cfg = ValidationConfig(check_images=False)
-    report = validate_day(world_dir, DAY, tmp_path / "out", cfg, previous_day=None)
+    report = validate_day(tiny_world, DAY, tmp_path / "out", cfg, previous_day=None)
     assert report.success, report.summary()
     assert "skipped" in report.statistics["drift"] and "skipped" in report.statistics["images"]
     assert "images" not in report.statistics["tables"]
@@ -216,8 +210,8 @@ def test_without_previous_day_or_images_those_checks_are_skipped(world_dir, tmp_
 
 
 @pytest.mark.parametrize("broken", ["missing", "garbage"])
-def test_unreadable_day_file_raises_naming_the_file(broken, world_dir, tmp_path) -> None:
-    world = _copy(world_dir, tmp_path)
+def test_unreadable_day_file_raises_naming_the_file(broken, tiny_world, tmp_path) -> None:
+    world = _copy(tiny_world, tmp_path)
     path = schema.impressions_path(world, DAY)
     if broken == "missing":
         path.unlink()

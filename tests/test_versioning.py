@@ -10,10 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cscnn.config import load_config
 from cscnn.data import schema
 from cscnn.data.io import list_days, open_world
-from cscnn.data.synth import generate_world
 from cscnn.errors import CSCNNError, DataContractError
 from cscnn.tools.versioning import current_version, restore, version_day
 
@@ -38,16 +36,19 @@ def commit_count(repo: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def landing(tmp_path_factory) -> Path:
+def landing(tiny_world, tmp_path_factory) -> Path:
+    """The session's tiny world as the landing folder (versioning only reads it)."""
+    items = pd.read_parquet(tiny_world / schema.ITEMS_FILE)
+    if schema.AVAILABLE_FROM in items.columns:
+        return tiny_world
+    # a generator without it: an item enters on its first showing (on a copy: tiny_world is shared, read-only)
     path = tmp_path_factory.mktemp("landing") / "world"
-    generate_world(load_config("tiny").world, path)
-    items = pd.read_parquet(path / schema.ITEMS_FILE)
-    if schema.AVAILABLE_FROM not in items.columns:  # a generator without it: an item enters on its first showing
-        days = list_days(path)
-        shown = pd.concat(pd.read_parquet(schema.impressions_path(path, d)).assign(day=d) for d in days)
-        first = shown.groupby("item_id")["day"].min()
-        items[schema.AVAILABLE_FROM] = items["item_id"].map(first).fillna(days[-1])
-        items.to_parquet(path / schema.ITEMS_FILE, index=False)
+    shutil.copytree(tiny_world, path)
+    days = list_days(path)
+    shown = pd.concat(pd.read_parquet(schema.impressions_path(path, d)).assign(day=d) for d in days)
+    first = shown.groupby("item_id")["day"].min()
+    items[schema.AVAILABLE_FROM] = items["item_id"].map(first).fillna(days[-1])
+    items.to_parquet(path / schema.ITEMS_FILE, index=False)
     return path
 
 

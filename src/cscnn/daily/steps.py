@@ -6,17 +6,16 @@
 
 The table and the package check come before `champion` moves, so the alias only ever names a version that
 has its table and a service that answered a request. Each step prints what it decided (the task log) and
-records it in the day's status file (`State.day_status_file`), which the Airflow report task reads.
+records it in the day's status (`cscnn.daily.status`), which the Airflow report task reads.
 A failing step raises; nothing after it runs, and `champion` stays where it was.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from pathlib import Path
 
 from cscnn.config import Config
+from cscnn.daily.status import DayStatus, mark
 from cscnn.data.io import list_days, open_world
 from cscnn.errors import CSCNNError
 from cscnn.files import write_json
@@ -25,29 +24,6 @@ from cscnn.state import State
 
 class DataValidationError(CSCNNError):
     """The day's data failed validation: the run stops before anything trains."""
-
-
-def read_status(state: State, day: str) -> dict:
-    path = state.day_status_file(day)
-    return json.loads(path.read_text()) if path.is_file() else {"day": day}
-
-
-PROGRESS = ("started", "validated", "versioned", "waiting_for_history", "trained", "evaluated")
-DECIDED = ("promoted", "not_promoted")
-
-
-def mark(state: State, day: str, **fields) -> dict:
-    """Merge `fields` into the day's status file (what operators and the report task read).
-
-    A day the gate already decided keeps that decision while a later run (a forced rerun, the embedding
-    refresh) is in progress; the rerun's own decision, or a rejection, replaces it.
-    """
-    status = read_status(state, day)
-    if fields.get("status") in PROGRESS and status.get("status") in DECIDED:
-        fields = {k: v for k, v in fields.items() if k != "status"}
-    status.update(fields, updated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    write_json(state.day_status_file(day), status)
-    return status
 
 
 def _log(message: str) -> None:
@@ -66,14 +42,14 @@ def validate(landing: Path, day: str, cfg: Config, state: State, out: Path) -> d
     from cscnn.tools.validation import validate_day
 
     previous = previous_accepted_day(landing, day, state)
-    mark(state, day, status="started", error=None)
+    mark(state, day, status=DayStatus.STARTED, error=None)
     report = validate_day(Path(landing), day, Path(out), cfg.validation, previous_day=previous)
     _log(report.summary())
     fields = {"validation": {"success": report.success, "failures": report.failures, "docs": str(report.docs_path)}}
     if not report.success:
-        mark(state, day, status="rejected", **fields)
+        mark(state, day, status=DayStatus.REJECTED, **fields)
         raise DataValidationError(f"day {day} failed validation; nothing was trained.\n{report.summary()}")
-    mark(state, day, status="validated", **fields)
+    mark(state, day, status=DayStatus.VALIDATED, **fields)
     return report.to_dict()
 
 
@@ -91,7 +67,7 @@ def version(landing: Path, day: str, cfg: Config, state: State) -> dict:
     history = [d for d in list_days(data_version.world_dir) if d <= day]
     needed = cfg.train.val_days + cfg.train.test_days + 1
     ready = len(history) >= needed
-    status = "versioned" if ready else "waiting_for_history"
+    status = DayStatus.VERSIONED if ready else DayStatus.WAITING_FOR_HISTORY
     if not ready:
         _log(f"{len(history)} day(s) versioned, {needed} needed to train a candidate: no training today")
     mark(state, day, status=status, data_version=data_version.tag(), history_days=len(history))
@@ -108,17 +84,17 @@ def refresh_embeddings(day: str, cfg: Config, state: State, out: Path) -> dict:
     from cscnn.tools import registry
     from cscnn.training.embed import extend_table
 
-    champion = registry.resolve(registry.CHAMPION, state, cfg.serve.model_name)
-    if champion is None:
+    current = champion(cfg, state)
+    if current is None:
         _log("embedding refresh skipped: no champion yet")
         return {"refreshed": 0, "skipped": "no champion yet"}
-    checkpoint, table = registry.fetch(champion, state)
+    checkpoint, table = registry.fetch(current, state)
     meta = extend_table(checkpoint, table, state.registry_world, Path(out), device=cfg.train.device)
-    result = {"refreshed": meta["refreshed"], "n_items": meta["n_items"], "version": champion.version}
+    result = {"refreshed": meta["refreshed"], "n_items": meta["n_items"], "version": current.version}
     if meta["refreshed"]:
-        ref = registry.attach_embeddings(champion, Path(out), key=f"{day}-refresh", state=state)
+        ref = registry.attach_embeddings(current, Path(out), key=f"{day}-refresh", state=state)
         result["embeddings"] = ref.embeddings
-    _log(f"embedding refresh: {meta['refreshed']} new item(s) embedded by champion v{champion.version}")
+    _log(f"embedding refresh: {meta['refreshed']} new item(s) embedded by champion v{current.version}")
     mark(state, day, refresh=result)
     return result
 
@@ -137,35 +113,57 @@ def train_candidate(day: str, cfg: Config, state: State, out: Path) -> dict:
         "train_seconds": round(result.wall_seconds, 1),
     }
     _log(f"candidate {summary['fingerprint']} trained in {summary['train_seconds']} s on {summary['days']['train']}")
-    mark(state, day, status="trained", candidate=summary)
+    mark(state, day, status=DayStatus.TRAINED, candidate=summary)
     return summary
+
+
+def champion(cfg: Config, state: State):
+    """The registry's `champion` of the configured model (`serve.model_name`), or None before the first."""
+    from cscnn.tools import registry
+
+    return registry.resolve(registry.CHAMPION, state, cfg.serve.model_name)
+
+
+def evaluate_against_champion(
+    candidate_dir: Path, world_dir: Path, days: list[str] | None, cfg: Config, state: State, with_champion: bool
+) -> dict:
+    """Candidate (and, when asked and one exists, the champion) on the same days: what the gate reads.
+
+    `{"days", "candidate", "champion"?, "champion_version"?}`; the champion's keys are absent, not None,
+    when there is none (KFP's dict parameters cannot carry nulls).
+    """
+    from cscnn.tools import registry
+    from cscnn.training.evaluate import evaluate_checkpoint
+
+    candidate = evaluate_checkpoint(Path(candidate_dir), world_dir, days, device=cfg.train.device)
+    evaluation = {"days": candidate["days"], "candidate": candidate}
+    champion_ref = champion(cfg, state) if with_champion else None
+    if champion_ref is not None:
+        checkpoint, _ = registry.fetch(champion_ref, state)
+        metrics = evaluate_checkpoint(checkpoint, world_dir, candidate["days"], device=cfg.train.device)
+        evaluation.update(champion=metrics, champion_version=champion_ref.version)
+    return evaluation
 
 
 def evaluate(candidate_dir: Path, day: str, cfg: Config, state: State) -> dict:
     """Candidate and champion on the same held-out day."""
-    from cscnn.tools import registry
-    from cscnn.training.evaluate import evaluate_checkpoint
-
-    world_dir = state.registry_world
-    candidate = evaluate_checkpoint(Path(candidate_dir), world_dir, [day], device=cfg.train.device)
-    champion_ref = registry.resolve(registry.CHAMPION, state, cfg.serve.model_name)
-    champion = None
-    if champion_ref is not None:
-        checkpoint, _ = registry.fetch(champion_ref, state)
-        champion = evaluate_checkpoint(checkpoint, world_dir, [day], device=cfg.train.device)
-    evaluation = {"day": day, "candidate": candidate}
-    if champion_ref is not None:  # absent keys, not None: KFP's dict parameters cannot carry nulls
-        evaluation.update(champion=champion, champion_version=champion_ref.version)
-    champ_text = f"{champion['auc']:.4f} (v{champion_ref.version})" if champion else "none"
+    evaluation = evaluate_against_champion(candidate_dir, state.registry_world, [day], cfg, state, True)
+    candidate, champ = evaluation["candidate"], evaluation.get("champion")
+    champ_text = f"{champ['auc']:.4f} (v{evaluation['champion_version']})" if champ else "none"
     _log(f"eval {day}: candidate AUC {candidate['auc']:.4f}, champion AUC {champ_text}")
-    mark(state, day, status="evaluated", evaluation={"candidate_auc": candidate["auc"], "champion": champ_text})
+    mark(state, day, status=DayStatus.EVALUATED, evaluation={"candidate_auc": candidate["auc"], "champion": champ_text})
     return evaluation
 
 
-def gate(evaluation: dict, day: str, cfg: Config, state: State) -> dict:
+def decide_gate(evaluation: dict, cfg: Config):
+    """The gate's decision on an evaluation (`evaluate_against_champion`)."""
     from cscnn.tools.gate import decide
 
-    decision = decide(evaluation["candidate"], evaluation.get("champion"), cfg.gate, evaluation.get("champion_version"))
+    return decide(evaluation["candidate"], evaluation.get("champion"), cfg.gate, evaluation.get("champion_version"))
+
+
+def gate(evaluation: dict, day: str, cfg: Config, state: State) -> dict:
+    decision = decide_gate(evaluation, cfg)
     _log(decision.summary())
     mark(state, day, gate=decision.to_dict())
     return decision.to_dict()
@@ -259,23 +257,22 @@ def package(ref: dict, day: str, cfg: Config, state: State) -> dict:
     return result
 
 
-def promote(ref: dict, day: str, state: State) -> dict:
+def promote(ref: dict, day: str, cfg: Config, state: State) -> dict:
     from cscnn.tools import registry
 
-    previous = registry.resolve(registry.CHAMPION, state, ref["name"])
+    previous = champion(cfg, state)
     registry.promote(registry.ModelRef(**ref), state)
     result = {"champion": ref["version"], "previous": previous.version if previous else None}
     _log(f"champion -> v{ref['version']} (was {result['previous']})")
-    mark(state, day, status="promoted", champion=ref["version"])
+    mark(state, day, status=DayStatus.PROMOTED, champion=ref["version"])
     return result
 
 
-def not_promoted(day: str, decision: dict, state: State) -> dict:
-    from cscnn.tools import registry
-
-    champion = registry.resolve(registry.CHAMPION, state)
-    mark(state, day, status="not_promoted", champion=champion.version if champion else None)
-    return {"champion": champion.version if champion else None, "reasons": decision.get("reasons", [])}
+def not_promoted(day: str, decision: dict, cfg: Config, state: State) -> dict:
+    current = champion(cfg, state)
+    version = current.version if current else None
+    mark(state, day, status=DayStatus.NOT_PROMOTED, champion=version)
+    return {"champion": version, "reasons": decision.get("reasons", [])}
 
 
 def context(profile: str, overrides: list[str], state_dir: str) -> tuple[Config, State]:

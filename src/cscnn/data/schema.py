@@ -13,7 +13,6 @@ A *world* is a folder::
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from cscnn.dates import is_day  # noqa: F401 - the contract's day check, used as schema.is_day
 from cscnn.errors import DataContractError
 
 Kind = Literal["string", "int", "float", "timestamp"]
@@ -207,14 +207,6 @@ ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 IMAGES_DIR = "images"
 IMPRESSIONS_DIR = "impressions"
-
-
-def is_day(value: object) -> bool:
-    """Whether `value` names a day as the contract spells it: YYYY-MM-DD (a file name, a run date)."""
-    try:
-        return dt.date.fromisoformat(value).isoformat() == value  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
 
 
 def impressions_path(root: Path, day: str) -> Path:

@@ -23,10 +23,10 @@ from importlib import metadata
 from pathlib import Path
 
 from cscnn import project
+from cscnn.entrypoints.orchestration import STATE_POOL
 from cscnn.state import State
 
 DAILY_DAG = "cscnn_daily"
-STATE_POOL = "cscnn_state"  # dags/cscnn_daily.py STATE_POOL: one pipeline at a time writes the local state
 PARALLELISM = 4
 
 

@@ -27,6 +27,7 @@ DataDir = Annotated[Path, typer.Option("--data", help="World folder (see docs/da
 ModelDir = Annotated[Path, typer.Option("--model", help="Checkpoint folder written by `cscnn train`.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, or cuda[:N].")]
+StateDir = Annotated[Path | None, typer.Option("--state", help="State folder (default: $CSCNN_STATE or ./.state).")]
 
 
 def _fail(exc: Exception) -> None:
@@ -131,20 +132,30 @@ def evaluate_cmd(
     day: Annotated[
         list[str] | None, typer.Option(help="Day(s) to evaluate on (default: the model's test days).")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the metrics JSON to this file.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the evaluation JSON to this file.")] = None,
+    against_champion: Annotated[
+        bool, typer.Option(help="Also evaluate the registry's champion (of --state) on the same days.")
+    ] = False,
+    profile: Profile = "small",
+    state: StateDir = None,
     device: Device = "auto",
 ) -> None:
-    """Evaluate a checkpoint: AUC, logloss, per-category AUC and cold-start AUC, printed as JSON."""
+    """Evaluate a checkpoint: AUC, logloss, per-category AUC and cold-start AUC, printed as JSON.
+
+    The output is what the daily pipeline's gate reads: `{"days", "candidate", "champion"?, "champion_version"?}`.
+    """
+    from cscnn.daily.steps import evaluate_against_champion
     from cscnn.files import write_json
-    from cscnn.training.evaluate import evaluate_checkpoint
+    from cscnn.state import State
 
     try:
-        metrics = evaluate_checkpoint(model, data, day, device)
+        cfg = load_config(profile, overrides=[f"train.device={device}"])
+        evaluation = evaluate_against_champion(model, data, day, cfg, State.from_env(state), against_champion)
     except CSCNNError as exc:
         _fail(exc)
     if out is not None:
-        write_json(out, metrics)
-    _print_json(metrics)
+        write_json(out, evaluation)
+    _print_json(evaluation)
 
 
 @app.command("embed")
@@ -205,19 +216,25 @@ def validate_cmd(
     day: Annotated[str, typer.Option(help="Day to validate (YYYY-MM-DD).")],
     out: Annotated[Path, typer.Option(help="Folder for validation.json and the data docs.")],
     previous_day: Annotated[
-        str | None, typer.Option(help="Day to compare the category mix with (default: the day before in --data).")
+        str | None,
+        typer.Option(
+            help="Day to compare the category mix with (default: as the daily loop, the latest day before --day "
+            "versioned in --state's data registry, else the day before in --data)."
+        ),
     ] = None,
     profile: Profile = "small",
     config: ConfigFile = None,
     overrides: Overrides = None,
+    state: StateDir = None,
 ) -> None:
     """Great Expectations on one day of raw data (never modified). Exit code 1 when an expectation fails."""
-    from cscnn.data.io import list_days
+    from cscnn.daily.steps import previous_accepted_day
+    from cscnn.state import State
     from cscnn.tools.validation import validate_day
 
     try:
         cfg = load_config(profile, config, overrides)
-        previous = previous_day or max((d for d in list_days(data) if d < day), default=None)
+        previous = previous_day or previous_accepted_day(data, day, State.from_env(state))
         report = validate_day(data, day, out, cfg.validation, previous_day=previous)
     except CSCNNError as exc:
         _fail(exc)
@@ -229,46 +246,45 @@ def validate_cmd(
 
 @app.command("gate")
 def gate_cmd(
-    candidate: Annotated[Path, typer.Option(help="Candidate metrics JSON (`cscnn evaluate --out`).")],
+    evaluation: Annotated[
+        Path, typer.Option(help="Evaluation JSON (`cscnn evaluate --out`; with --against-champion for a change check).")
+    ],
     out: Annotated[Path, typer.Option(help="Decision JSON to write.")],
-    champion: Annotated[
-        Path | None, typer.Option(help="Champion metrics JSON on the same day; omit for a first model.")
-    ] = None,
     profile: Profile = "small",
     config: ConfigFile = None,
     overrides: Overrides = None,
 ) -> None:
     """Decide whether a candidate may replace the champion. Writes the decision; exit code 0 either way."""
+    from cscnn.daily.steps import decide_gate
     from cscnn.files import write_json
-    from cscnn.tools.gate import decide
 
     try:
         cfg = load_config(profile, config, overrides)
-        cand = json.loads(candidate.read_text())
-        champ = json.loads(champion.read_text()) if champion is not None else None
+        record = json.loads(evaluation.read_text())
+        if not isinstance(record, dict) or "candidate" not in record:
+            raise CSCNNError(f"{evaluation}: not an evaluation (no 'candidate'); write one with `cscnn evaluate --out`")
     except (OSError, json.JSONDecodeError) as exc:
-        _fail(CSCNNError(f"cannot read metrics: {exc}"))
+        _fail(CSCNNError(f"cannot read the evaluation: {exc}"))
     except CSCNNError as exc:
         _fail(exc)
-    decision = decide(cand, champ, cfg.gate)
+    decision = decide_gate(record, cfg)
     write_json(out, decision.to_dict())
     typer.echo(decision.summary())
 
 
 model_app = typer.Typer(help="The MLflow registry: versions, aliases, rollback.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
-StateDir = Annotated[Path | None, typer.Option("--state", help="State folder (default: $CSCNN_STATE or ./.state).")]
 
 
 @model_app.command("list")
-def model_list(state: StateDir = None) -> None:
-    """Registered versions, with the aliases that name them."""
+def model_list(state: StateDir = None, profile: Profile = "small") -> None:
+    """Registered versions of the configured model (`serve.model_name`), with the aliases that name them."""
     from cscnn.state import State
     from cscnn.tools import registry
 
-    st = State.from_env(state)
-    champion, challenger = (registry.resolve(a, st) for a in (registry.CHAMPION, registry.CHALLENGER))
-    for ref in registry.list_versions(st):
+    st, name = State.from_env(state), load_config(profile).serve.model_name
+    champion, challenger = (registry.resolve(a, st, name) for a in (registry.CHAMPION, registry.CHALLENGER))
+    for ref in registry.list_versions(st, name):
         aliases = [n for n, r in (("champion", champion), ("challenger", challenger)) if r and r.version == ref.version]
         typer.echo(f"v{ref.version}  model {ref.fingerprint}  table {ref.embeddings or '-'}  {' '.join(aliases)}")
 
@@ -277,14 +293,16 @@ def model_list(state: StateDir = None) -> None:
 def model_rollback(
     to: Annotated[str | None, typer.Option(help="Version to serve (default: the previous champion).")] = None,
     state: StateDir = None,
+    profile: Profile = "small",
 ) -> None:
     """Move `champion` back to the previous champion (or --to VERSION); a running service follows."""
     from cscnn.state import State
     from cscnn.tools import registry
 
     try:
-        before = registry.resolve(registry.CHAMPION, State.from_env(state))
-        ref = registry.rollback(State.from_env(state), to_version=to)
+        st, name = State.from_env(state), load_config(profile).serve.model_name
+        before = registry.resolve(registry.CHAMPION, st, name)
+        ref = registry.rollback(st, name=name, to_version=to)
     except CSCNNError as exc:
         _fail(exc)
     typer.echo(f"champion: v{before.version} -> v{ref.version}")
@@ -303,36 +321,40 @@ def daily_run(
     pipeline: Annotated[str, typer.Option(help="daily or embedding_refresh.")] = "daily",
     profile: Profile = "small",
     overrides: Overrides = None,
+    force: Annotated[bool, typer.Option(help="Run a day the gate already decided again (else it is skipped).")] = False,
     state: StateDir = None,
 ) -> None:
-    """Run the pipeline for one day: kfp.local, or the KFP host in $KFP_HOST. Exit code 1 if it fails."""
-    from cscnn.daily.steps import read_status
+    """Run the pipeline for one day, as the Airflow DAG does: kfp.local, or the KFP host in $KFP_HOST.
+    Exit code 1 if it fails; the day's record is printed either way."""
+    from cscnn.daily import status
+    from cscnn.entrypoints import orchestration
     from cscnn.state import State
-    from kfp_pipelines.runner import run_pipeline
 
     st = State.from_env(state)
     arguments = {"day": day, "landing": str(landing.resolve()), "state_dir": str(st.root), "profile": profile}
     if pipeline == "daily":
         arguments["overrides"] = list(overrides or [])
     try:
-        load_config(profile, overrides=overrides)
-        run_pipeline(pipeline, arguments)
-    except CSCNNError as exc:
-        _fail(exc)
-    except RuntimeError as exc:
+        if pipeline not in orchestration.PIPELINES:
+            raise CSCNNError(f"unknown pipeline {pipeline!r}; choose from {list(orchestration.PIPELINES)}")
+        orchestration.check_day(day)
+        orchestration.run_day(pipeline, arguments, force, "pass --force to run it again")
+    except (orchestration.DayRejected, RuntimeError) as exc:
         typer.secho(f"pipeline failed: {exc}", fg=typer.colors.RED, err=True)
-        _print_json(read_status(st, day))
+        _print_json(status.read(st, day).to_dict())
         raise typer.Exit(code=1) from None
-    _print_json(read_status(st, day))
+    except (CSCNNError, ValueError) as exc:
+        _fail(exc)
+    _print_json(status.read(st, day).to_dict())
 
 
 @daily_app.command("status")
 def daily_status(day: Annotated[str, typer.Option(help="Day (YYYY-MM-DD).")], state: StateDir = None) -> None:
     """What the daily run decided for a day (validation, data version, gate, model versions)."""
-    from cscnn.daily.steps import read_status
+    from cscnn.daily import status
     from cscnn.state import State
 
-    _print_json(read_status(State.from_env(state), day))
+    _print_json(status.read(State.from_env(state), day).to_dict())
 
 
 pipeline_app = typer.Typer(help="The Kubeflow pipelines (kfp_pipelines/).", no_args_is_help=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cscnn import project
 from cscnn.config import load_config
+from cscnn.daily.status import DayRecord, DayStatus
 from cscnn.state import State
 
 
@@ -23,7 +24,7 @@ def _rule(title: str) -> None:
 
 
 def run_demo(landing: Path, profile: str = "demo", state: State | None = None, serve: bool = True) -> int:
-    from cscnn.daily.steps import read_status
+    from cscnn.daily import status
     from cscnn.data.io import list_days
     from cscnn.data.synth import generate_world
     from cscnn.entrypoints import airflow_setup
@@ -48,25 +49,25 @@ def run_demo(landing: Path, profile: str = "demo", state: State | None = None, s
         day_started = time.perf_counter()
         conf = {"landing": str(landing), "profile": profile}
         codes[day] = airflow_setup.run_dag(airflow_setup.DAILY_DAG, day, conf, state, log_file=log_file)
-        status = read_status(state, day)
+        record = status.read(state, day)
         print(
-            f"{day}: {'ok    ' if codes[day] == 0 else 'FAILED'} {status.get('status', '-'):<20} "
+            f"{day}: {'ok    ' if codes[day] == 0 else 'FAILED'} {record.status or '-':<20} "
             f"{time.perf_counter() - day_started:5.0f} s   log: {log_file}",
             flush=True,
         )
-        if status.get("status") == "rejected":
-            for failure in status["validation"]["failures"]:
+        if record.status == status.DayStatus.REJECTED:
+            for failure in record.failures:
                 print(f"    failed expectation {failure['table']}.{failure['expectation']}: {failure['details']}")
-    statuses = {day: read_status(state, day) for day in days}
+    records = {day: status.read(state, day) for day in days}
 
     _rule("4. what the daily runs decided")
-    print(decisions_table(statuses, codes))
+    print(decisions_table(records, codes))
     unexpected = [d for d, code in codes.items() if (code != 0) != (d in cfg.world.broken_days)]
     serve_code = 0
     if serve:
         _rule("5. the ranking service (bentoml serve) on the champion")
         serve_code = demo_request(state)
-    print(where_to_look(state, statuses))
+    print(where_to_look(state, records))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     if unexpected:
         print(f"UNEXPECTED: days {unexpected} did not end as planned (see their logs above)")
@@ -74,27 +75,25 @@ def run_demo(landing: Path, profile: str = "demo", state: State | None = None, s
     return serve_code
 
 
-def decisions_table(statuses: dict[str, dict], codes: dict[str, int]) -> str:
+def decisions_table(records: dict[str, DayRecord], codes: dict[str, int]) -> str:
     lines = [
         f"{'day':<11} {'airflow':<8} {'status':<20} {'gate':<5} {'cand AUC':>8} {'champ AUC':>9}  model / reason",
         "-" * 100,
     ]
-    for day, status in statuses.items():
-        gate = status.get("gate") or {}
-        cand = gate.get("candidate_auc")
-        champ = gate.get("champion_auc")
-        if status.get("status") == "rejected":
-            failures = status.get("validation", {}).get("failures", [])
-            note = "validation: " + "; ".join(f"{f['table']}.{f['expectation']}" for f in failures[:3])
-        elif gate and not gate.get("passed"):
-            note = f"v{status.get('candidate_version')} challenger; " + "; ".join(gate.get("reasons", [])[:2])
-        elif status.get("status") == "promoted":
-            note = f"v{status.get('champion')} is champion"
+    for day, record in records.items():
+        gate = record.gate or {}
+        cand, champ = gate.get("candidate_auc"), gate.get("champion_auc")
+        if record.status == DayStatus.REJECTED:
+            note = "validation: " + "; ".join(f"{f['table']}.{f['expectation']}" for f in record.failures[:3])
+        elif record.gate_passed is False:
+            note = f"v{record.candidate_version} challenger; " + "; ".join(gate.get("reasons", [])[:2])
+        elif record.status == DayStatus.PROMOTED:
+            note = f"v{record.champion} is champion"
         else:
-            note = status.get("error") or ""
+            note = record.error or ""
+        verdict = {None: "-", True: "pass", False: "fail"}[record.gate_passed]
         lines.append(
-            f"{day:<11} {'ok' if codes.get(day) == 0 else 'FAILED':<8} {status.get('status', '-'):<20} "
-            f"{'-' if not gate else ('pass' if gate.get('passed') else 'fail'):<5} "
+            f"{day:<11} {'ok' if codes.get(day) == 0 else 'FAILED':<8} {record.status or '-':<20} {verdict:<5} "
             f"{'-' if cand is None else f'{cand:.4f}':>8} {'-' if champ is None else f'{champ:.4f}':>9}  {note}"
         )
     return "\n".join(lines)
@@ -153,9 +152,9 @@ def demo_request(state: State) -> int:
     return 0
 
 
-def where_to_look(state: State, statuses: dict[str, dict]) -> str:
-    docs = [s["validation"]["docs"] for s in statuses.values() if s.get("validation", {}).get("docs")]
-    rejected = [s["validation"]["docs"] for s in statuses.values() if s.get("status") == "rejected"]
+def where_to_look(state: State, records: dict[str, DayRecord]) -> str:
+    docs = [r.validation["docs"] for r in records.values() if r.validation and r.validation.get("docs")]
+    rejected = [r.validation["docs"] for r in records.values() if r.validation and r.status == DayStatus.REJECTED]
     return "\n".join(
         [
             "",

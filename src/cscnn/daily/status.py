@@ -1,0 +1,242 @@
+"""The status of one day of the daily loop: the one record every orchestrator reads.
+
+The pipeline's steps write it (`mark`), the Airflow report task, `cscnn daily status` and the demo read it
+(`read`). Standard library only, so that the DAG files can import it at parse time for free. It is a JSON
+file per day in the state folder (`State.day_status_file`), replaced atomically on every change.
+
+    started -> validated -> versioned -> trained -> evaluated -> promoted | not_promoted
+                   \\-> rejected        \\-> waiting_for_history
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from cscnn.files import write_json
+from cscnn.state import State
+
+
+class DayStatus(enum.StrEnum):
+    STARTED = "started"
+    VALIDATED = "validated"
+    REJECTED = "rejected"  # failed data validation: nothing was versioned or trained
+    VERSIONED = "versioned"
+    WAITING_FOR_HISTORY = "waiting_for_history"  # versioned, but too few days to train on yet
+    TRAINED = "trained"
+    EVALUATED = "evaluated"
+    PROMOTED = "promoted"
+    NOT_PROMOTED = "not_promoted"
+
+
+IN_PROGRESS = frozenset(
+    {
+        DayStatus.STARTED,
+        DayStatus.VALIDATED,
+        DayStatus.VERSIONED,
+        DayStatus.WAITING_FOR_HISTORY,
+        DayStatus.TRAINED,
+        DayStatus.EVALUATED,
+    }
+)
+DECIDED = frozenset({DayStatus.PROMOTED, DayStatus.NOT_PROMOTED})  # the gate decided; rerun only when forced
+
+
+class Failure(TypedDict, total=False):
+    """One failed expectation (`cscnn.tools.validation`)."""
+
+    table: str
+    expectation: str
+    column: str | None
+    details: str
+
+
+class Validation(TypedDict):
+    success: bool
+    failures: list[Failure]
+    docs: str  # the data docs page
+
+
+class Refresh(TypedDict, total=False):
+    refreshed: int  # new items embedded by the champion's CNN
+    n_items: int
+    version: str  # the champion version that embedded them
+    embeddings: str
+    skipped: str  # why nothing was refreshed
+
+
+class Candidate(TypedDict):
+    fingerprint: str
+    days: dict[str, list[str]]
+    val_auc: float
+    best_epoch: int
+    train_seconds: float
+
+
+class Evaluation(TypedDict):
+    candidate_auc: float
+    champion: str  # "0.7412 (v3)" or "none"
+
+
+class Gate(TypedDict, total=False):
+    """`cscnn.tools.gate.GateDecision.to_dict()`."""
+
+    passed: bool
+    checks: list[dict[str, Any]]
+    candidate_auc: float | None
+    champion_auc: float | None
+    champion_version: str | None
+    reasons: list[str]
+
+
+class Package(TypedDict):
+    tag: str
+    build_seconds: float
+    ready_seconds: float
+    latency_ms: float
+    top_items: list[str]
+
+
+@dataclass(frozen=True)
+class DayRecord:
+    """What the loop recorded for a day. Fields stay None until the step that sets them has run."""
+
+    day: str
+    status: DayStatus | None = None
+    updated: str | None = None  # UTC, ISO seconds
+    validation: Validation | None = None
+    data_version: str | None = None  # the DVC data registry's tag of the day
+    history_days: int | None = None
+    refresh: Refresh | None = None
+    candidate: Candidate | None = None
+    evaluation: Evaluation | None = None
+    gate: Gate | None = None
+    candidate_version: str | None = None  # MLflow model version (alias `challenger`)
+    mlflow_run: str | None = None
+    package: Package | None = None
+    champion: str | None = None  # the champion version once the day is decided
+    error: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DayRecord:
+        """Known fields only: a file written by a newer version of the project still reads."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("status") is not None:
+            values["status"] = DayStatus(values["status"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, DayStatus) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def decided(self) -> bool:
+        return self.status in DECIDED
+
+    @property
+    def failures(self) -> list[Failure]:
+        return list((self.validation or {}).get("failures") or [])
+
+    @property
+    def gate_passed(self) -> bool | None:
+        return None if self.gate is None else bool(self.gate.get("passed"))
+
+
+def read(state: State, day: str) -> DayRecord:
+    path = state.day_status_file(day)
+    return DayRecord.from_dict(json.loads(path.read_text())) if path.is_file() else DayRecord(day=day)
+
+
+def mark(state: State, day: str, **fields: Any) -> DayRecord:
+    """Merge `fields` (names of `DayRecord` fields; a typo is a TypeError) into the day's record.
+
+    A day the gate already decided keeps that decision while a later run (a forced rerun, the embedding
+    refresh) is in progress; the rerun's own decision, or a rejection, replaces it.
+    """
+    record = read(state, day)
+    new_status = fields.get("status")
+    if new_status is not None:
+        fields["status"] = DayStatus(new_status)
+        if fields["status"] in IN_PROGRESS and record.decided:
+            del fields["status"]
+    record = dataclasses.replace(record, **fields, updated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    write_json(state.day_status_file(day), record.to_dict())
+    return record
+
+
+def skip_reason(record: DayRecord, force: bool) -> str | None:
+    """A day that already ended in a gate decision is not run again unless forced."""
+    if force or not record.decided:
+        return None
+    return f"day {record.day} was already decided ({record.status} at {record.updated or '?'})"
+
+
+def rejected_by_this_run(before: DayRecord, after: DayRecord) -> bool:
+    """This run's validation rejected the day (not a stale mark from an earlier run): never transient."""
+    return after.status == DayStatus.REJECTED and after.updated != before.updated
+
+
+def format_failures(record: DayRecord) -> list[str]:
+    return [
+        f"  {f.get('table')}: {f.get('expectation')}"
+        + (f" [{f['column']}]" if f.get("column") else "")
+        + (f": {f['details']}" if f.get("details") else "")
+        for f in record.failures
+    ]
+
+
+def report(record: DayRecord) -> str:
+    """What operators read in the report task's log: decision, AUCs, model and data versions, data docs."""
+    lines = [f"day {record.day}: {record.status or 'no status recorded'}"]
+    if record.validation:
+        verdict = "passed" if record.validation.get("success") else "FAILED"
+        lines.append(f"validation: {verdict}; data docs: {record.validation.get('docs')}")
+        lines += format_failures(record)
+    lines.append(f"data version: {record.data_version or '-'}")
+    if record.status == DayStatus.WAITING_FOR_HISTORY:
+        lines.append(f"history: {record.history_days} day(s) versioned, not enough to train a candidate yet")
+    if record.refresh:
+        refresh = record.refresh
+        lines.append(
+            f"embedding refresh: {refresh.get('refreshed', 0)} new item(s)"
+            + (f" by champion v{refresh['version']}" if refresh.get("version") else f" ({refresh.get('skipped')})")
+        )
+    if record.gate:
+        gate = record.gate
+        lines.append(
+            f"gate: {'PASSED' if gate.get('passed') else 'FAILED'}; candidate AUC {_auc(gate.get('candidate_auc'))}, "
+            f"champion AUC {_auc(gate.get('champion_auc'))}"
+            + (f" (v{gate['champion_version']})" if gate.get("champion_version") else "")
+        )
+        lines += [f"  reason: {reason}" for reason in gate.get("reasons") or []]
+    if record.candidate_version:
+        lines.append(f"candidate: model version {record.candidate_version} (MLflow run {record.mlflow_run})")
+    if record.decided:
+        lines.append(f"champion: {'v' + str(record.champion) if record.champion else 'none yet'}")
+    if record.error:
+        lines.append(f"error: {record.error}")
+    return "\n".join(lines)
+
+
+def summary(record: DayRecord) -> dict[str, Any]:
+    """The few fields a dashboard or a downstream DAG wants (the report task's XCom)."""
+    gate = record.gate or {}
+    return {
+        "day": record.day,
+        "status": str(record.status) if record.status else None,
+        "gate_passed": record.gate_passed,
+        "candidate_auc": gate.get("candidate_auc"),
+        "champion_auc": gate.get("champion_auc"),
+        "candidate_version": record.candidate_version,
+        "champion": record.champion,
+        "data_version": record.data_version,
+        "data_docs": (record.validation or {}).get("docs"),
+    }
+
+
+def _auc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,191 @@
+"""Run one day's Kubeflow pipeline and read back what it decided: the body of the Airflow DAGs' tasks and of
+`cscnn daily run`, so the scheduler and the command line take the same path.
+
+Cheap to import on purpose (standard library and `cscnn`'s standard-library-only modules): the DAG files
+import it at parse time. `kfp_pipelines`, the config loader and everything heavy are imported when a run
+starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cscnn.daily import status
+from cscnn.dates import check_day
+from cscnn.errors import CSCNNError
+from cscnn.state import State
+
+PIPELINES = ("daily", "embedding_refresh")  # kfp_pipelines.daily.PIPELINES
+DEFAULT_PROFILE = "small"
+# Both pipelines write the same local state (DVC's git repository, MLflow's SQLite file): one Airflow pool slot,
+# so a daily run and an embedding refresh never run at the same time. `airflow_setup` creates it.
+STATE_POOL = "cscnn_state"
+THRESHOLDS = {  # DAG param -> config key (cscnn.config.GateConfig)
+    "auc_floor": "gate.auc_floor",
+    "max_auc_drop": "gate.max_auc_drop",
+    "max_category_drop": "gate.max_category_drop",
+}
+
+
+GATE_SECTION = "Gate thresholds (empty: the config's value)"
+
+
+def _threshold(title: str, meaning: str) -> dict[str, Any]:
+    return {
+        "default": None,
+        "type": ["null", "number"],
+        "minimum": 0,
+        "maximum": 1,
+        "title": title,
+        "description": f"Empty: the config's value. Otherwise {meaning}.",
+        "section": GATE_SECTION,
+    }
+
+
+# The DAGs' params (keyword arguments of airflow.sdk.Param), defined once next to the code that reads them.
+PARAMS: dict[str, dict[str, Any]] = {
+    "day": {
+        "default": None,
+        "type": ["null", "string"],
+        "format": "date",
+        "title": "Run date",
+        "description": "Day of data to process (YYYY-MM-DD). Empty: the run's logical date.",
+    },
+    "refresh_day": {
+        "default": None,
+        "type": ["null", "string"],
+        "format": "date",
+        "title": "Day",
+        "description": "Day whose catalogue to refresh (YYYY-MM-DD). Empty: the latest day that has landed.",
+    },
+    "landing": {
+        "default": None,
+        "type": ["null", "string"],
+        "title": "Landing folder",
+        "description": "World folder the day's data lands in. Empty: $CSCNN_LANDING, else data/small.",
+    },
+    "profile": {
+        "default": None,
+        "type": ["null", "string"],
+        "title": "Profile",
+        "description": "Config profile (tiny, small, demo, bench). Empty: $CSCNN_PROFILE, else small.",
+        "examples": ["tiny", "small", "demo", "bench"],
+    },
+    "auc_floor": _threshold("AUC floor", "the candidate's AUC on the eval day must reach this"),
+    "max_auc_drop": _threshold("Max AUC drop", "the candidate may trail the champion by at most this"),
+    "max_category_drop": _threshold("Max per-category AUC drop", "no category's AUC may drop by more than this"),
+    "force_retrain": {
+        "default": False,
+        "type": "boolean",
+        "title": "Force retrain",
+        "description": "Train again a day that was already promoted or not promoted (otherwise it is skipped).",
+    },
+    "overrides": {
+        "default": [],
+        "type": "array",
+        "items": {"type": "string"},
+        "title": "Extra config overrides",
+        "description": "One section.key=value per line, e.g. train.epochs=3 (threshold fields above win).",
+    },
+}
+
+
+class NotRetryable(CSCNNError):
+    """Retrying cannot help: the day's data was rejected by validation, or the configuration is bad."""
+
+
+class DayRejected(NotRetryable):
+    """This run's data validation rejected the day; nothing was versioned or trained."""
+
+
+def locations(params: Mapping[str, Any], env: Mapping[str, str], root: Path) -> dict[str, str]:
+    """Landing folder, state folder and profile: a param wins, then $CSCNN_LANDING / $CSCNN_STATE /
+    $CSCNN_PROFILE, then the defaults (`data/small`, `.state`). Relative paths are taken from `root`."""
+    landing = params.get("landing") or env.get("CSCNN_LANDING") or "data/small"
+    state_dir = env.get("CSCNN_STATE") or ".state"
+    return {
+        "landing": str((root / landing).resolve()),
+        "state_dir": str((root / state_dir).resolve()),
+        "profile": params.get("profile") or env.get("CSCNN_PROFILE") or DEFAULT_PROFILE,
+    }
+
+
+def config_overrides(params: Mapping[str, Any]) -> list[str]:
+    """Extra `section.key=value` overrides first, then the threshold fields that are set (they win)."""
+    extra = [item.strip() for item in params.get("overrides") or [] if item and item.strip()]
+    for item in extra:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.epochs=3")
+    thresholds = [f"{key}={params[name]}" for name, key in THRESHOLDS.items() if params.get(name) is not None]
+    return extra + thresholds
+
+
+def daily_arguments(params: Mapping[str, Any], ds: str | None, env: Mapping[str, str], root: Path) -> dict[str, Any]:
+    """The arguments of the "daily" pipeline: the day is the `day` param, else the run's logical date (`ds`)."""
+    return {
+        "day": check_day(params.get("day") or ds),
+        **locations(params, env, root),
+        "overrides": config_overrides(params),
+    }
+
+
+def refresh_arguments(params: Mapping[str, Any], env: Mapping[str, str], root: Path) -> dict[str, Any]:
+    """The arguments of the "embedding_refresh" pipeline: the `day` param, else the latest landed day."""
+    where = locations(params, env, root)
+    return {"day": check_day(params.get("day") or latest_day(Path(where["landing"]))), **where}
+
+
+def latest_day(landing: Path) -> str:
+    from cscnn.data.io import list_days
+
+    days = list_days(landing)
+    if not days:
+        raise ValueError(f"{landing}: no day of impressions has landed yet")
+    return days[-1]
+
+
+def run_day(pipeline: str, arguments: dict[str, Any], force: bool = False, skip_hint: str = "") -> dict[str, Any]:
+    """Check the config, skip a decided day unless forced, run the pipeline and wait.
+
+    Returns `{"arguments", "skipped"}` or `{"arguments", "run"}`. Raises NotRetryable for a bad config or a
+    day this run's validation rejected (with the failed expectations), RuntimeError for any other failure.
+    """
+    from cscnn.config import load_config
+    from cscnn.errors import ConfigError
+    from kfp_pipelines.runner import run_pipeline
+
+    day, state = arguments["day"], State.from_env(arguments["state_dir"])
+    try:
+        load_config(arguments["profile"], overrides=arguments.get("overrides", []))
+    except ConfigError as exc:
+        raise NotRetryable(f"bad configuration (not retried): {exc}") from exc
+    before = status.read(state, day)
+    reason = status.skip_reason(before, force)
+    if reason:
+        print(f"skipped: {reason}" + (f"; {skip_hint}" if skip_hint else ""), flush=True)
+        return {"arguments": arguments, "skipped": reason}
+    print(f"running the {pipeline!r} pipeline with {arguments}", flush=True)
+    try:
+        result = run_pipeline(pipeline, arguments)
+    except Exception as exc:
+        after = status.read(state, day)
+        if status.rejected_by_this_run(before, after):
+            failures = "\n".join(status.format_failures(after))
+            docs = (after.validation or {}).get("docs")
+            raise DayRejected(
+                f"day {day} rejected by data validation (not retried; nothing was trained):\n{failures}\n"
+                f"data docs: {docs}"
+            ) from exc
+        raise
+    print(f"pipeline finished: {result}", flush=True)
+    return {"arguments": arguments, "run": result}
+
+
+def report(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    """Print the day's record for operators; return its summary (the report task's XCom)."""
+    arguments = trigger["arguments"]
+    record = status.read(State.from_env(arguments["state_dir"]), arguments["day"])
+    print(status.report(record), flush=True)
+    return status.summary(record)
