@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cscnn.config import VARIANTS, load_config
+from cscnn.config import load_config
 from cscnn.data import schema
 from cscnn.models import Batch, ImageBank
 from cscnn.training.checkpoint import build_model, load_checkpoint, save_checkpoint
 from cscnn.training.features import FeatureEncoder
+from cscnn.variants import VARIANTS
 
 N_IMAGES, BATCH = 6, 16
 
@@ -51,7 +52,7 @@ def test_forward_shapes_and_attention_maps(variant: str) -> None:
     out = model(batch, bank, return_attention=True)
     assert out["logit"].shape == (BATCH,)
     assert torch.all((out["y_pred"] > 0) & (out["y_pred"] < 1))
-    if variant == "no_image":
+    if not VARIANTS[variant].uses_images:
         assert "attention" not in out
         return
     maps = out["attention"]

@@ -16,17 +16,7 @@ from typing import Any
 import yaml
 
 from cscnn.errors import ConfigError
-
-VARIANTS = (
-    "no_image",  # CTR network over ids/context only
-    "late_fusion",  # frozen CNN (pretrained on category classification) + trainable projection
-    "cnn",  # end-to-end CNN, no attention
-    "se",  # end-to-end CNN, squeeze-and-excitation after every conv
-    "cbam",  # end-to-end CNN, CBAM after every conv
-    "cscnn",  # category-specific channel + spatial attention after every conv
-    "cscnn_channel",  # ablation: category-specific channel attention only
-    "cscnn_spatial",  # ablation: category-specific spatial attention only
-)
+from cscnn.variants import VARIANTS
 
 
 @dataclass

@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-from cscnn.config import VARIANTS, load_config
+from cscnn.config import load_config
 from cscnn.errors import CSCNNError
+from cscnn.variants import VARIANTS
 
 app = typer.Typer(help="CSCNN visual-aware CTR prediction.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Create, import and describe worlds (datasets in the data contract).", no_args_is_help=True)

@@ -2,13 +2,18 @@
 
 All share one call signature, `module(features, category) -> (features, maps)`, so the backbone does not
 care which one it holds. `maps` holds the attention weights (`channel`: [N, C], `spatial`: [N, H, W]) for
-inspection; only CSCNN modules use `category`.
+inspection; only category-aware modules use `category`. `ATTENTIONS` at the end names each kind for the
+variant table (`cscnn.variants`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+from cscnn.config import ModelConfig
 
 Maps = dict[str, torch.Tensor]
 
@@ -118,3 +123,33 @@ class ChannelSpatialAttention(nn.Module):
             maps["spatial"] = self.spatial(x, category)
             x = x * maps["spatial"][:, None]
         return x, maps
+
+
+# name -> builder(channels, feature-map size, model config, number of categories; 0 when not category-aware)
+AttentionBuilder = Callable[[int, int, ModelConfig, int], nn.Module]
+
+
+def _channel_spatial(use_channel: bool = True, use_spatial: bool = True) -> AttentionBuilder:
+    def build(channels: int, size: int, cfg: ModelConfig, n_categories: int) -> nn.Module:
+        return ChannelSpatialAttention(
+            channels,
+            size,
+            size,
+            reduction=cfg.reduction,
+            kernel=cfg.spatial_kernel,
+            n_categories=n_categories,
+            prior_dim=cfg.channel_prior_dim,
+            use_channel=use_channel,
+            use_spatial=use_spatial,
+        )
+
+    return build
+
+
+ATTENTIONS: dict[str, AttentionBuilder] = {
+    "none": lambda channels, size, cfg, n_categories: NoAttention(),
+    "se": lambda channels, size, cfg, n_categories: SqueezeExcitation(channels, cfg.reduction),
+    "channel_spatial": _channel_spatial(),
+    "channel": _channel_spatial(use_spatial=False),
+    "spatial": _channel_spatial(use_channel=False),
+}

@@ -13,17 +13,8 @@ import torch
 from torch import nn
 
 from cscnn.config import ModelConfig
-from cscnn.models.attention import ChannelSpatialAttention, Maps, NoAttention, SqueezeExcitation
-
-ATTENTION_OF_VARIANT = {
-    "late_fusion": "none",
-    "cnn": "none",
-    "se": "se",
-    "cbam": "cbam",
-    "cscnn": "cscnn",
-    "cscnn_channel": "cscnn_channel",
-    "cscnn_spatial": "cscnn_spatial",
-}
+from cscnn.models.attention import ATTENTIONS, Maps
+from cscnn.variants import Variant
 
 # ImageNet-like normalisation of uint8 pixels, fixed so that the embedding table and training agree.
 PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
@@ -36,39 +27,23 @@ def _feature_sizes(image_size: int, stride: int) -> list[int]:
     return [first, first // 2, first // 4, first // 4, first // 4]
 
 
-def _attention(kind: str, channels: int, size: int, cfg: ModelConfig, n_categories: int) -> nn.Module:
-    common = {"reduction": cfg.reduction, "kernel": cfg.spatial_kernel}
-    category_aware = {"n_categories": n_categories, "prior_dim": cfg.channel_prior_dim}
-    if kind == "none":
-        return NoAttention()
-    if kind == "se":
-        return SqueezeExcitation(channels, cfg.reduction)
-    if kind == "cbam":
-        return ChannelSpatialAttention(channels, size, size, **common)
-    if kind == "cscnn":
-        return ChannelSpatialAttention(channels, size, size, **common, **category_aware)
-    if kind == "cscnn_channel":
-        return ChannelSpatialAttention(channels, size, size, **common, **category_aware, use_spatial=False)
-    if kind == "cscnn_spatial":
-        return ChannelSpatialAttention(channels, size, size, **common, **category_aware, use_channel=False)
-    raise ValueError(f"unknown attention kind {kind!r}")
-
-
 class VisualBackbone(nn.Module):
     """Image (uint8) + category -> visual vector. Categories are 1-based; 0 means unseen (mean prior)."""
 
-    def __init__(self, cfg: ModelConfig, n_categories: int, attention: str) -> None:
+    def __init__(self, cfg: ModelConfig, n_categories: int, variant: Variant) -> None:
         super().__init__()
         if len(cfg.conv_channels) != 5:
             raise ValueError(f"conv_channels needs 5 entries (CNN-F layout), got {cfg.conv_channels}")
         sizes = _feature_sizes(cfg.image_size, cfg.stem_stride)
+        build_attention = ATTENTIONS[variant.attention]
+        prior_categories = n_categories if variant.category_aware else 0
         channels = [3, *cfg.conv_channels]
         self.convs = nn.ModuleList()
         self.attentions = nn.ModuleList()
         for i, size in enumerate(sizes):
             kernel, stride = (7, cfg.stem_stride) if i == 0 else (3, 1)
             self.convs.append(nn.Conv2d(channels[i], channels[i + 1], kernel, stride, padding=kernel // 2))
-            self.attentions.append(_attention(attention, channels[i + 1], size, cfg, n_categories))
+            self.attentions.append(build_attention(channels[i + 1], size, cfg, prior_categories))
         self.pool_after = {0, 1, 4}
         final = sizes[-1] // 2
         self.project = nn.Linear(channels[-1] * final * final, cfg.visual_dim)

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from cscnn.config import ModelConfig
-from cscnn.models.backbone import ATTENTION_OF_VARIANT, VisualBackbone
+from cscnn.models.backbone import VisualBackbone
 from cscnn.models.layers import CrossNetwork, mlp
+from cscnn.variants import get_variant
 
 
 @dataclass
@@ -39,19 +40,20 @@ class ImageBank:
 
 
 class CTRModel(nn.Module):
-    """One class for every variant of the paper's comparison (see `cscnn.config.VARIANTS`)."""
+    """One class for every variant of the paper's comparison (the rows of `cscnn.variants.VARIANTS`)."""
 
     def __init__(self, cfg: ModelConfig, vocab_sizes: list[int], n_categories: int, n_dense: int) -> None:
         super().__init__()
         self.variant = cfg.variant
+        spec = get_variant(cfg.variant)
         self.embeddings = nn.ModuleList(nn.Embedding(size + 1, cfg.embed_dim) for size in vocab_sizes)
         self.backbone: VisualBackbone | None = None
         self.fusion: nn.Linear | None = None
         visual_dim = 0
-        if cfg.variant != "no_image":
-            self.backbone = VisualBackbone(cfg, n_categories, ATTENTION_OF_VARIANT[cfg.variant])
+        if spec.uses_images:
+            self.backbone = VisualBackbone(cfg, n_categories, spec)
             visual_dim = cfg.visual_dim
-        if cfg.variant == "late_fusion":
+        if spec.pretrain:  # a trainable projection on top of the frozen, pretrained CNN
             self.fusion = nn.Linear(cfg.visual_dim, cfg.visual_dim)
         in_dim = len(vocab_sizes) * cfg.embed_dim + n_dense + visual_dim
         self.cross = CrossNetwork(in_dim, cfg.cross_layers)

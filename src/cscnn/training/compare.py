@@ -15,13 +15,14 @@ from cscnn.data.io import World
 from cscnn.errors import CSCNNError
 from cscnn.files import atomic_write_text, write_json
 from cscnn.training.train import evaluate_split, prepare, select_device, train
+from cscnn.variants import get_variant
 
 
 def run_comparison(world: World, cfg: Config, variants: list[str], seeds: list[int], progress: bool) -> list[dict]:
     """Train and test each (variant, seed); returns one row of test metrics per run."""
     if not variants or not seeds:
         raise CSCNNError("compare needs at least one variant and one seed")
-    needs_images = any(v != "no_image" for v in variants)
+    needs_images = any(get_variant(v).uses_images for v in variants)
     prepared = prepare(world, cfg, images=needs_images)  # the same split, vocabularies and images for every run
     rows = []
     for variant in variants:
@@ -33,7 +34,7 @@ def run_comparison(world: World, cfg: Config, variants: list[str], seeds: list[i
             )
             result = train(world, run_cfg, out=None, progress=progress, prepared=prepared)
             device = select_device(run_cfg.train.device)
-            bank = prepared.bank.to(device) if variant != "no_image" else None
+            bank = prepared.bank.to(device) if get_variant(variant).uses_images else None
             metrics = evaluate_split(result.model, result.prepared.data["test"], bank, device)
             rows.append(
                 {
@@ -59,7 +60,7 @@ def _mean_std(values: list[float | None], signed: bool = False) -> str:
     return f"{mean} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
 
 
-PAIRED_BASELINES = ("no_image", "cnn")
+PAIRED_BASELINES = ("no_image", "cnn")  # names in cscnn.variants: the paper's two reference points
 
 
 def _paired_section(by_variant: dict[str, list[dict]]) -> list[str]:

@@ -27,6 +27,7 @@ from cscnn.training.features import (
     split_days,
 )
 from cscnn.training.metrics import auc, summarize
+from cscnn.variants import get_variant
 
 PREDICT_BATCH = 8192
 
@@ -125,61 +126,71 @@ class TrainResult:
     card: dict = field(default_factory=dict)
 
 
+def run_epoch(
+    model: CTRModel,
+    data: EncodedSplit,
+    bank: ImageBank | None,
+    optimizer: torch.optim.Optimizer,
+    cfg: Config,
+    rng: np.random.Generator,
+    device: torch.device,
+    desc: str,
+    progress: bool,
+) -> dict:
+    """One pass over the training rows in a seeded order; returns the epoch's loss, time and CNN work."""
+    model.train()
+    started, losses, unique_images = time.perf_counter(), [], 0
+    n_batches = -(-len(data) // cfg.train.batch_size)
+    bar = tqdm(data.batches(cfg.train.batch_size, rng), total=n_batches, desc=desc, disable=not progress, leave=False)
+    for batch in bar:
+        loss, n_images = train_step(model, batch.to(device), bank, optimizer, cfg.train.dedup)
+        losses.append(loss)
+        unique_images += n_images
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return {
+        "train_loss": float(np.mean(losses)),
+        "seconds": time.perf_counter() - started,
+        "impressions": len(data),
+        "cnn_images": unique_images,
+    }
+
+
 def train(
     world: World, cfg: Config, out: Path | None = None, progress: bool = True, prepared: Prepared | None = None
 ) -> TrainResult:
     """Train `cfg.model.variant` on `world`; write a checkpoint to `out` (atomically) when given.
 
     `prepared` lets several runs on the same split (`cscnn compare`) read and decode the world once.
+    Early stopping: the best epoch by validation AUC is kept; `train.patience` epochs without a better one stop.
     """
     started = time.perf_counter()
     torch.set_num_threads(cfg.train.num_threads or os.cpu_count() or 1)
     rng = seed_everything(cfg.train.seed)
     device = select_device(cfg.train.device)
-    uses_images = cfg.model.variant != "no_image"
-    prepared = prepared or prepare(world, cfg, images=uses_images)
-    bank = prepared.bank.to(device) if uses_images and prepared.bank is not None else None
+    variant = get_variant(cfg.model.variant)
+    prepared = prepared or prepare(world, cfg, images=variant.uses_images)
+    bank = prepared.bank.to(device) if variant.uses_images and prepared.bank is not None else None
     model = build_model(cfg, prepared.encoder).to(device)
-    if cfg.model.variant == "late_fusion":
+    if variant.pretrain:
         pretrain_backbone(model, bank, np.unique(prepared.data["train"].item_row), cfg, device, rng)
     optimizer = make_optimizer(model, cfg)
 
     result = TrainResult(model=model, prepared=prepared)
     best_auc, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
-    train_data, val_data = prepared.data["train"], prepared.data["val"]
-    n_batches = -(-len(train_data) // cfg.train.batch_size)
     for epoch in range(1, cfg.train.epochs + 1):
-        model.train()
-        epoch_start, losses, unique_images = time.perf_counter(), [], 0
-        bar = tqdm(
-            train_data.batches(cfg.train.batch_size, rng),
-            total=n_batches,
-            desc=f"{cfg.model.variant} epoch {epoch}/{cfg.train.epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for batch in bar:
-            loss, n_images = train_step(model, batch.to(device), bank, optimizer, cfg.train.dedup)
-            losses.append(loss)
-            unique_images += n_images
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        val_auc = auc(val_data.label, predict(model, val_data, bank, device)) or 0.0
-        record = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)),
-            "val_auc": val_auc,
-            "seconds": time.perf_counter() - epoch_start,
-            "impressions": len(train_data),
-            "cnn_images": unique_images,
-        }
+        desc = f"{cfg.model.variant} epoch {epoch}/{cfg.train.epochs}"
+        record = run_epoch(model, prepared.data["train"], bank, optimizer, cfg, rng, device, desc, progress)
+        val = prepared.data["val"]
+        record = {"epoch": epoch, **record, "val_auc": auc(val.label, predict(model, val, bank, device)) or 0.0}
         result.history.append(record)
         if progress:
             tqdm.write(
-                f"epoch {epoch}: train_loss={record['train_loss']:.4f} val_auc={val_auc:.4f} ({record['seconds']:.1f}s)"
+                f"epoch {epoch}: train_loss={record['train_loss']:.4f} val_auc={record['val_auc']:.4f} "
+                f"({record['seconds']:.1f}s)"
             )
-        if val_auc > best_auc:
+        if record["val_auc"] > best_auc:
             best_auc, best_state, stale, result.best_epoch = (
-                val_auc,
+                record["val_auc"],
                 copy.deepcopy(model.state_dict()),
                 0,
                 epoch,
@@ -192,19 +203,14 @@ def train(
     model.eval()
     result.wall_seconds = time.perf_counter() - started
     if out is not None:
-        result.card = save_checkpoint(
-            out,
-            model.cpu(),
-            prepared.encoder,
-            cfg,
-            extra={
-                "world": str(world.root),
-                "days": prepared.split.to_dict(),
-                "best_epoch": result.best_epoch,
-                "val_auc": best_auc,
-                "history": result.history,
-                "train_seconds": result.wall_seconds,
-            },
-        )
+        extra = {
+            "world": str(world.root),
+            "days": prepared.split.to_dict(),
+            "best_epoch": result.best_epoch,
+            "val_auc": best_auc,
+            "history": result.history,
+            "train_seconds": result.wall_seconds,
+        }
+        result.card = save_checkpoint(out, model.cpu(), prepared.encoder, cfg, extra=extra)
         model.to(device)
     return result
