@@ -375,3 +375,17 @@ def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monk
     assert calls[0]["arguments"]["overrides"] == ["train.epochs=1", "gate.auc_floor=0.55"]
     assert calls[0]["arguments"]["state_dir"] == str(state.root)
     assert airflow_setup.init(state) == 0.0  # the database was migrated once
+
+
+def test_cscnn_airflow_env_prints_exports_and_run_day_refuses_bad_conf(tmp_path):
+    from typer.testing import CliRunner
+
+    from cscnn.entrypoints.cli import app
+
+    result = CliRunner().invoke(app, ["airflow", "env", "--state", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"export AIRFLOW_HOME={tmp_path / 'airflow'}" in result.output
+    assert f"export CSCNN_STATE={tmp_path}" in result.output
+    for conf, message in (("[1]", "must be a JSON object"), ("{nope", "not JSON")):
+        result = CliRunner().invoke(app, ["airflow", "run-day", "2026-01-03", "--conf", conf, "--state", str(tmp_path)])
+        assert result.exit_code == 2 and message in result.output, result.output

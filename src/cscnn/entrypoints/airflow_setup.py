@@ -1,9 +1,9 @@
 """An embedded Airflow inside the project's local state: AIRFLOW_HOME is `<state>/airflow`, SQLite, this
 repository's `dags/` folder, no example DAGs, a small parallelism. Nothing is written to `~/airflow`.
 
-    python -m cscnn.entrypoints.airflow_setup env       # `export` lines, for eval "$(...)"
-    python -m cscnn.entrypoints.airflow_setup init      # airflow db migrate (once per Airflow version) + the pool
-    python -m cscnn.entrypoints.airflow_setup run-day 2026-01-03  # airflow dags test cscnn_daily 2026-01-03
+    cscnn airflow env                  # `export` lines, for eval "$(cscnn airflow env)"
+    cscnn airflow init                 # airflow db migrate (once per Airflow version) + the pool
+    cscnn airflow run-day 2026-01-03   # airflow dags test cscnn_daily 2026-01-03; its exit code
 
 `make demo` calls `run_day` for several days in a row. The environment also carries the project's
 settings the tasks read at run time: CSCNN_STATE (always), CSCNN_LANDING and CSCNN_PROFILE (when set).
@@ -11,14 +11,13 @@ settings the tasks read at run time: CSCNN_STATE (always), CSCNN_LANDING and CSC
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -114,37 +113,6 @@ def run_day(day: str, conf: Mapping | None = None, state: State | None = None) -
     return run_dag(DAILY_DAG, day, conf, state)
 
 
-def _export_lines(env: Mapping[str, str]) -> str:
+def export_lines(env: Mapping[str, str]) -> str:
     keys = sorted(k for k in env if k.startswith("AIRFLOW") or k in {"CSCNN_STATE", "PATH"})
     return "\n".join(f"export {key}={shlex.quote(env[key])}" for key in keys)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m cscnn.entrypoints.airflow_setup", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--state", help="state folder (default: $CSCNN_STATE, else ./.state)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("env", help="print export lines for the embedded Airflow")
-    commands.add_parser("init", help="airflow db migrate + the state pool (once)")
-    run = commands.add_parser("run-day", help="airflow dags test for one or more days, in order")
-    run.add_argument("days", nargs="+", help="YYYY-MM-DD")
-    run.add_argument("--dag", default=DAILY_DAG, help=f"DAG id (default {DAILY_DAG})")
-    run.add_argument("--conf", type=json.loads, default=None, help="DAG params as JSON, e.g. '{\"auc_floor\": 0.7}'")
-    args = parser.parse_args(argv)
-    state = State.from_env(args.state)
-    if args.command == "env":
-        print(_export_lines(airflow_env(state)))
-        return 0
-    if args.command == "init":
-        seconds = init(state, quiet=False)
-        print(f"airflow home {state.airflow_home}: " + (f"initialised in {seconds:.1f} s" if seconds else "ready"))
-        return 0
-    codes = {day: run_dag(args.dag, day, args.conf, state) for day in args.days}
-    for day, code in codes.items():
-        print(f"{args.dag} {day}: {'success' if code == 0 else f'FAILED (exit code {code})'}")
-    return max(codes.values())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

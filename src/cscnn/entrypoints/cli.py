@@ -371,6 +371,59 @@ def pipeline_compile() -> None:
         typer.echo(f"compiled {path}")
 
 
+airflow_app = typer.Typer(
+    help="The embedded Airflow inside the state folder (AIRFLOW_HOME=<state>/airflow, SQLite, this checkout's dags/).",
+    no_args_is_help=True,
+)
+app.add_typer(airflow_app, name="airflow")
+
+
+@airflow_app.command("env")
+def airflow_env_cmd(state: StateDir = None) -> None:
+    """Print `export` lines for the embedded Airflow: eval "$(cscnn airflow env)" && airflow standalone."""
+    from cscnn.entrypoints import airflow_setup
+    from cscnn.state import State
+
+    typer.echo(airflow_setup.export_lines(airflow_setup.airflow_env(State.from_env(state))))
+
+
+@airflow_app.command("init")
+def airflow_init_cmd(state: StateDir = None) -> None:
+    """airflow db migrate (once per Airflow version) and the state pool the DAGs use."""
+    from cscnn.entrypoints import airflow_setup
+    from cscnn.state import State
+
+    st = State.from_env(state)
+    seconds = airflow_setup.init(st, quiet=False)
+    typer.echo(f"airflow home {st.airflow_home}: " + (f"initialised in {seconds:.1f} s" if seconds else "ready"))
+
+
+@airflow_app.command("run-day")
+def airflow_run_day_cmd(
+    days: Annotated[list[str], typer.Argument(help="Day(s), YYYY-MM-DD, run in order.")],
+    dag: Annotated[str, typer.Option(help="DAG id.")] = "cscnn_daily",
+    conf: Annotated[str | None, typer.Option(help="DAG params as JSON, e.g. '{\"auc_floor\": 0.7}'.")] = None,
+    state: StateDir = None,
+) -> None:
+    """`airflow dags test DAG DAY` for each day, in order; exit code: the worst of them."""
+    from cscnn.entrypoints import airflow_setup
+    from cscnn.state import State
+
+    try:
+        params = json.loads(conf) if conf else None
+        if params is not None and not isinstance(params, dict):
+            raise CSCNNError(f"--conf must be a JSON object, got {conf!r}")
+    except json.JSONDecodeError as exc:
+        _fail(CSCNNError(f"--conf is not JSON: {exc}"))
+    except CSCNNError as exc:
+        _fail(exc)
+    st = State.from_env(state)
+    codes = {day: airflow_setup.run_dag(dag, day, params, st) for day in days}
+    for day, code in codes.items():
+        typer.echo(f"{dag} {day}: {'success' if code == 0 else f'FAILED (exit code {code})'}")
+    raise typer.Exit(code=max(codes.values()))
+
+
 @app.command("demo")
 def demo_cmd(
     landing: Annotated[Path, typer.Option(help="Landing folder for the synthetic world.")] = Path("data/demo"),

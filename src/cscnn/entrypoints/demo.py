@@ -160,8 +160,7 @@ def where_to_look(state: State, records: dict[str, DayRecord]) -> str:
             "",
             "Where to look:",
             f"  MLflow UI:       .venv/bin/mlflow ui --backend-store-uri {state.tracking_uri}  (http://127.0.0.1:5000)",
-            '  Airflow UI:      eval "$(.venv/bin/python -m cscnn.entrypoints.airflow_setup env)" && '
-            ".venv/bin/airflow standalone",
+            '  Airflow UI:      eval "$(.venv/bin/cscnn airflow env)" && .venv/bin/airflow standalone',
             f"  data docs:       {docs[-1] if docs else '-'}",
             f"  rejected day:    {rejected[-1] if rejected else '-'}",
             f"  day status:      {state.root / 'days'}/<day>.json  (or: cscnn daily status --day DAY)",
