@@ -6,7 +6,7 @@ Everything the embedded default needs lives under one folder, `.state/` in the p
     mlflow.db, mlartifacts/   MLflow tracking + registry (set MLFLOW_TRACKING_URI for a server)
     data-registry/            git + DVC repository that versions each day of data
     dvc-remote/               its default DVC remote (set CSCNN_DVC_REMOTE for object storage)
-    runs/<day>/               per-day working files: validation results, checkpoints, gate decisions
+    kfp-local/<day>/          kfp.local's pipeline root: per-day working files (validation, checkpoints, gate)
     days/<day>.json           the status of each day (validated, rejected, promoted, ...) for operators
     airflow/, bentoml/        AIRFLOW_HOME and BENTOML_HOME of the embedded default
 KFP_HOST, when set, makes the DAG submit the pipeline to that Kubeflow Pipelines host instead of kfp.local.
@@ -48,13 +48,6 @@ class State:
     @property
     def dvc_remote(self) -> str:
         return os.environ.get("CSCNN_DVC_REMOTE") or str(self.root / "dvc-remote")
-
-    @property
-    def kfp_host(self) -> str | None:
-        return os.environ.get("KFP_HOST") or None
-
-    def run_dir(self, day: str) -> Path:
-        return self.root / "runs" / day
 
     def day_status_file(self, day: str) -> Path:
         return self.root / "days" / f"{day}.json"

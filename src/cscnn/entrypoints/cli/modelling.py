@@ -1,4 +1,5 @@
-"""The `cscnn` command: one subcommand per workload, each a thin wrapper over one library function."""
+"""Subcommands for data and models: worlds, training, evaluation, the embedding table, the comparison, and the
+two checks of the daily loop that also run on their own (validate, gate)."""
 
 from __future__ import annotations
 
@@ -11,33 +12,24 @@ from typing import Annotated
 import typer
 
 from cscnn.config import load_config
+from cscnn.entrypoints.cli.options import (
+    ConfigFile,
+    DataDir,
+    Device,
+    ModelDir,
+    Overrides,
+    Profile,
+    Quiet,
+    StateDir,
+    fail,
+    print_json,
+)
 from cscnn.errors import CSCNNError
 from cscnn.variants import VARIANTS
 
 app = typer.Typer(help="CSCNN visual-aware CTR prediction.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Create, import and describe worlds (datasets in the data contract).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-Profile = Annotated[str, typer.Option(help="Config profile: tiny (tests), small (demo), bench.")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file overriding the profile.")]
-Overrides = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override one setting, e.g. --set train.epochs=3 (repeatable)."),
-]
-DataDir = Annotated[Path, typer.Option("--data", help="World folder (see docs/data_contract.md).")]
-ModelDir = Annotated[Path, typer.Option("--model", help="Checkpoint folder written by `cscnn train`.")]
-Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, or cuda[:N].")]
-StateDir = Annotated[Path | None, typer.Option("--state", help="State folder (default: $CSCNN_STATE or ./.state).")]
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
-
-
-def _print_json(data: dict) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @data_app.command("synth")
@@ -58,7 +50,7 @@ def data_synth(
             world_cfg.seed = seed
         summary = generate_world(world_cfg, out, force=force)
     except CSCNNError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"world in {out}: {json.dumps(summary.get('totals', summary), sort_keys=True)}")
 
 
@@ -82,8 +74,8 @@ def data_import_amazon(
     try:
         report = import_amazon(reviews, meta, images, out, neg_ratio, seed, category_level, missing_image, force)
     except CSCNNError as exc:
-        _fail(exc)
-    _print_json(report)
+        fail(exc)
+    print_json(report)
 
 
 @data_app.command("contract")
@@ -118,7 +110,7 @@ def train_cmd(
         cfg = load_config(profile, config, extra)
         result = train(open_world(data), cfg, out=out, progress=not quiet)
     except CSCNNError as exc:
-        _fail(exc)
+        fail(exc)
     card = result.card
     typer.echo(
         f"trained {card['variant']} (model {card['fingerprint']}) in {result.wall_seconds:.1f}s: "
@@ -153,10 +145,10 @@ def evaluate_cmd(
         cfg = load_config(profile, overrides=[f"train.device={device}"])
         evaluation = evaluate_against_champion(model, data, day, cfg, State.from_env(state), against_champion)
     except CSCNNError as exc:
-        _fail(exc)
+        fail(exc)
     if out is not None:
         write_json(out, evaluation)
-    _print_json(evaluation)
+    print_json(evaluation)
 
 
 @app.command("embed")
@@ -172,7 +164,7 @@ def embed_cmd(
     try:
         meta = export_table(model, data, out, device)
     except CSCNNError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(
         f"embedding table for model {meta['model_fingerprint']}: {meta['n_items']} items x "
         f"{meta['visual_dim']} -> {out}"
@@ -205,7 +197,7 @@ def compare_cmd(
         world = open_world(data)
         rows = run_comparison(world, cfg, chosen, list(range(seeds)), progress=progress)
     except CSCNNError as exc:
-        _fail(exc)
+        fail(exc)
     command = "cscnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_results(rows, out, command, world, cfg)
     typer.echo(f"results -> {out}")
@@ -238,7 +230,7 @@ def validate_cmd(
         previous = previous_day or previous_accepted_day(data, day, State.from_env(state))
         report = validate_day(data, day, out, cfg.validation, previous_day=previous)
     except CSCNNError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(report.summary())
     typer.echo(f"result: {report.result_path}\ndata docs: {report.docs_path}")
     if not report.success:
@@ -265,178 +257,9 @@ def gate_cmd(
         if not isinstance(record, dict) or "candidate" not in record:
             raise CSCNNError(f"{evaluation}: not an evaluation (no 'candidate'); write one with `cscnn evaluate --out`")
     except (OSError, json.JSONDecodeError) as exc:
-        _fail(CSCNNError(f"cannot read the evaluation: {exc}"))
+        fail(CSCNNError(f"cannot read the evaluation: {exc}"))
     except CSCNNError as exc:
-        _fail(exc)
+        fail(exc)
     decision = decide_gate(record, cfg)
     write_json(out, decision.to_dict())
     typer.echo(decision.summary())
-
-
-model_app = typer.Typer(help="The MLflow registry: versions, aliases, rollback.", no_args_is_help=True)
-app.add_typer(model_app, name="model")
-
-
-@model_app.command("list")
-def model_list(state: StateDir = None, profile: Profile = "small") -> None:
-    """Registered versions of the configured model (`serve.model_name`), with the aliases that name them."""
-    from cscnn.state import State
-    from cscnn.tools import registry
-
-    st, name = State.from_env(state), load_config(profile).serve.model_name
-    champion, challenger = (registry.resolve(a, st, name) for a in (registry.CHAMPION, registry.CHALLENGER))
-    for ref in registry.list_versions(st, name):
-        aliases = [n for n, r in (("champion", champion), ("challenger", challenger)) if r and r.version == ref.version]
-        typer.echo(f"v{ref.version}  model {ref.fingerprint}  table {ref.embeddings or '-'}  {' '.join(aliases)}")
-
-
-@model_app.command("rollback")
-def model_rollback(
-    to: Annotated[str | None, typer.Option(help="Version to serve (default: the previous champion).")] = None,
-    state: StateDir = None,
-    profile: Profile = "small",
-) -> None:
-    """Move `champion` back to the previous champion (or --to VERSION); a running service follows."""
-    from cscnn.state import State
-    from cscnn.tools import registry
-
-    try:
-        st, name = State.from_env(state), load_config(profile).serve.model_name
-        before = registry.resolve(registry.CHAMPION, st, name)
-        ref = registry.rollback(st, name=name, to_version=to)
-    except CSCNNError as exc:
-        _fail(exc)
-    typer.echo(f"champion: v{before.version} -> v{ref.version}")
-
-
-daily_app = typer.Typer(
-    help="The daily loop without Airflow: run the Kubeflow pipeline for a day.", no_args_is_help=True
-)
-app.add_typer(daily_app, name="daily")
-
-
-@daily_app.command("run")
-def daily_run(
-    day: Annotated[str, typer.Option(help="Day to process (YYYY-MM-DD).")],
-    landing: Annotated[Path, typer.Option(help="Landing world folder the day's raw data arrives in.")],
-    pipeline: Annotated[str, typer.Option(help="daily or embedding_refresh.")] = "daily",
-    profile: Profile = "small",
-    overrides: Overrides = None,
-    force: Annotated[bool, typer.Option(help="Run a day the gate already decided again (else it is skipped).")] = False,
-    state: StateDir = None,
-) -> None:
-    """Run the pipeline for one day, as the Airflow DAG does: kfp.local, or the KFP host in $KFP_HOST.
-    Exit code 1 if it fails; the day's record is printed either way."""
-    from cscnn.daily import status
-    from cscnn.entrypoints import orchestration
-    from cscnn.state import State
-
-    st = State.from_env(state)
-    arguments = {"day": day, "landing": str(landing.resolve()), "state_dir": str(st.root), "profile": profile}
-    if pipeline == "daily":
-        arguments["overrides"] = list(overrides or [])
-    try:
-        if pipeline not in orchestration.PIPELINES:
-            raise CSCNNError(f"unknown pipeline {pipeline!r}; choose from {list(orchestration.PIPELINES)}")
-        orchestration.check_day(day)
-        orchestration.run_day(pipeline, arguments, force, "pass --force to run it again")
-    except (orchestration.DayRejected, RuntimeError) as exc:
-        typer.secho(f"pipeline failed: {exc}", fg=typer.colors.RED, err=True)
-        _print_json(status.read(st, day).to_dict())
-        raise typer.Exit(code=1) from None
-    except (CSCNNError, ValueError) as exc:
-        _fail(exc)
-    _print_json(status.read(st, day).to_dict())
-
-
-@daily_app.command("status")
-def daily_status(day: Annotated[str, typer.Option(help="Day (YYYY-MM-DD).")], state: StateDir = None) -> None:
-    """What the daily run decided for a day (validation, data version, gate, model versions)."""
-    from cscnn.daily import status
-    from cscnn.state import State
-
-    _print_json(status.read(State.from_env(state), day).to_dict())
-
-
-pipeline_app = typer.Typer(help="The Kubeflow pipelines (kfp_pipelines/).", no_args_is_help=True)
-app.add_typer(pipeline_app, name="pipeline")
-
-
-@pipeline_app.command("compile")
-def pipeline_compile() -> None:
-    """Regenerate kfp_pipelines/compiled/*.yaml (committed; a test fails when they are stale)."""
-    from kfp_pipelines.runner import compile_all
-
-    for path in compile_all():
-        typer.echo(f"compiled {path}")
-
-
-airflow_app = typer.Typer(
-    help="The embedded Airflow inside the state folder (AIRFLOW_HOME=<state>/airflow, SQLite, this checkout's dags/).",
-    no_args_is_help=True,
-)
-app.add_typer(airflow_app, name="airflow")
-
-
-@airflow_app.command("env")
-def airflow_env_cmd(state: StateDir = None) -> None:
-    """Print `export` lines for the embedded Airflow: eval "$(cscnn airflow env)" && airflow standalone."""
-    from cscnn.entrypoints import airflow_setup
-    from cscnn.state import State
-
-    typer.echo(airflow_setup.export_lines(airflow_setup.airflow_env(State.from_env(state))))
-
-
-@airflow_app.command("init")
-def airflow_init_cmd(state: StateDir = None) -> None:
-    """airflow db migrate (once per Airflow version) and the state pool the DAGs use."""
-    from cscnn.entrypoints import airflow_setup
-    from cscnn.state import State
-
-    st = State.from_env(state)
-    seconds = airflow_setup.init(st, quiet=False)
-    typer.echo(f"airflow home {st.airflow_home}: " + (f"initialised in {seconds:.1f} s" if seconds else "ready"))
-
-
-@airflow_app.command("run-day")
-def airflow_run_day_cmd(
-    days: Annotated[list[str], typer.Argument(help="Day(s), YYYY-MM-DD, run in order.")],
-    dag: Annotated[str, typer.Option(help="DAG id.")] = "cscnn_daily",
-    conf: Annotated[str | None, typer.Option(help="DAG params as JSON, e.g. '{\"auc_floor\": 0.7}'.")] = None,
-    state: StateDir = None,
-) -> None:
-    """`airflow dags test DAG DAY` for each day, in order; exit code: the worst of them."""
-    from cscnn.entrypoints import airflow_setup
-    from cscnn.state import State
-
-    try:
-        params = json.loads(conf) if conf else None
-        if params is not None and not isinstance(params, dict):
-            raise CSCNNError(f"--conf must be a JSON object, got {conf!r}")
-    except json.JSONDecodeError as exc:
-        _fail(CSCNNError(f"--conf is not JSON: {exc}"))
-    except CSCNNError as exc:
-        _fail(exc)
-    st = State.from_env(state)
-    codes = {day: airflow_setup.run_dag(dag, day, params, st) for day in days}
-    for day, code in codes.items():
-        typer.echo(f"{dag} {day}: {'success' if code == 0 else f'FAILED (exit code {code})'}")
-    raise typer.Exit(code=max(codes.values()))
-
-
-@app.command("demo")
-def demo_cmd(
-    landing: Annotated[Path, typer.Option(help="Landing folder for the synthetic world.")] = Path("data/demo"),
-    profile: Profile = "demo",
-    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="End with one request to the service.")] = True,
-    state: StateDir = None,
-) -> None:
-    """The main job on the embedded default: the Airflow DAG over several days, then one ranking request."""
-    from cscnn.entrypoints.demo import run_demo
-    from cscnn.state import State
-
-    try:
-        code = run_demo(landing, profile, State.from_env(state), serve=serve)
-    except CSCNNError as exc:
-        _fail(exc)
-    raise typer.Exit(code=code)
