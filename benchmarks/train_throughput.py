@@ -1,9 +1,14 @@
-"""Training throughput (impressions/s) with and without the per-batch image dedup.
+"""Training throughput (impressions/s): with and without the per-batch image dedup, and the streamed data
+path (Arrow record batches, shuffle buffer, images decoded on demand through a bounded cache) against the
+in-memory one it replaced (every training row encoded and every catalogue image decoded up front).
 
 Runs real optimisation steps of the end-to-end model on a synthetic world and prints, then saves, the
-figures. Usage (from the repository root, venv active):
+figures. `impressions_per_s` times the optimisation steps alone (the dedup comparison);
+`end_to_end_impressions_per_s` times everything from nothing to the last step, loading included (the data
+path comparison). Usage (from the repository root, venv active):
 
     python benchmarks/train_throughput.py --profile small --data data/small --steps 20
+    python benchmarks/train_throughput.py --profile bench --data data/bench --steps 200 --paths streamed,memory
 
 The world is generated first if the folder does not hold it yet.
 """
@@ -25,32 +30,54 @@ from cscnn.config import load_config
 from cscnn.data.io import open_world
 from cscnn.data.synth import generate_world
 from cscnn.training.checkpoint import build_model
+from cscnn.training.features import encode, feature_frame, image_bank
+from cscnn.training.stream import shuffled_batches
 from cscnn.training.train import make_optimizer, prepare, seed_everything, train_step
 
 
-def measure(cfg, prepared, dedup: bool, steps: int, warmup: int = 2) -> dict:
+def batches_of(path: str, cfg, world, prepared, rng):
+    """Training batches and the image source of one data path, built lazily (the timing includes it)."""
+    if path == "streamed":
+        stream = shuffled_batches(
+            world,
+            prepared.split.train,
+            prepared.encoder,
+            cfg.train.batch_size,
+            cfg.train.shuffle_buffer_rows,
+            cfg.train.chunk_rows,
+            rng,
+        )
+        return (b.to_batch() for b in stream), prepared.bank
+    data = encode(feature_frame(world, world.impressions(prepared.split.train)), prepared.encoder)
+    return data.batches(cfg.train.batch_size, rng), image_bank(world, prepared.encoder, cfg.model.image_size)
+
+
+def measure(cfg, world, dedup: bool, steps: int, path: str = "streamed", warmup: int = 2) -> dict:
+    started = time.perf_counter()
+    prepared = prepare(world, cfg)
     rng = seed_everything(cfg.train.seed)
     model = build_model(cfg, prepared.encoder).train()
     optimizer = make_optimizer(model, cfg)
-    data = prepared.data["train"]
-    if (warmup + steps) * cfg.train.batch_size > len(data):
-        raise SystemExit(f"only {len(data)} training impressions: fewer steps or a smaller batch, please")
-    batches = data.batches(cfg.train.batch_size, rng)
+    batches, bank = batches_of(path, cfg, world, prepared, rng)
     timings, uniques = [], []
     for step in range(warmup + steps):
-        batch = next(batches)
+        batch = next(batches, None)
+        if batch is None:
+            raise SystemExit(f"only {step} batches of training impressions: fewer steps or a smaller batch, please")
         start = time.perf_counter()
-        _, n_images = train_step(model, batch, prepared.bank, optimizer, dedup)
+        _, n_images = train_step(model, batch, bank, optimizer, dedup)
         if step >= warmup:
             timings.append(time.perf_counter() - start)
             uniques.append(n_images)
-    seconds = float(np.sum(timings))
+    seconds, total = float(np.sum(timings)), time.perf_counter() - started
     return {
         "variant": cfg.model.variant,
+        "data_path": path,
         "dedup": dedup,
         "batch_size": cfg.train.batch_size,
         "steps": steps,
         "impressions_per_s": steps * cfg.train.batch_size / seconds,
+        "end_to_end_impressions_per_s": (warmup + steps) * cfg.train.batch_size / total,
         "ms_per_step": 1000 * seconds / steps,
         "cnn_images_per_batch": float(np.mean(uniques)),
     }
@@ -62,6 +89,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/small"))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--variants", default="cnn,cscnn")
+    parser.add_argument("--paths", default="streamed", help="data paths to compare: streamed, memory (comma list)")
     parser.add_argument("--batch-size", type=int, default=0, help="impressions per batch (default: the profile's)")
     parser.add_argument(
         "--out", type=Path, default=None, help="default: benchmarks/results/train_throughput_<profile>.json"
@@ -77,9 +105,8 @@ def main() -> None:
     rows = []
     for variant in args.variants.split(","):
         cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, variant=variant))
-        prepared = prepare(world, cfg)
         for dedup in (True, False):
-            row = measure(cfg, prepared, dedup, args.steps)
+            row = measure(cfg, world, dedup, args.steps)
             rows.append(row)
             print(
                 f"{variant:8s} dedup={'on ' if dedup else 'off'} {row['impressions_per_s']:9.0f} impressions/s "
@@ -88,9 +115,19 @@ def main() -> None:
             )
         on, off = rows[-2], rows[-1]
         print(f"{variant:8s} speedup from dedup: {on['impressions_per_s'] / off['impressions_per_s']:.1f}x")
+        by_path = {"streamed": on}
+        for path in [p for p in args.paths.split(",") if p != "streamed"]:
+            by_path[path] = row = measure(cfg, world, True, args.steps, path)
+            rows.append(row)
+        if len(by_path) > 1:
+            ratio = on["end_to_end_impressions_per_s"] / by_path["memory"]["end_to_end_impressions_per_s"]
+            print(
+                f"{variant:8s} end to end, loading included: streamed {on['end_to_end_impressions_per_s']:.0f}, "
+                f"in memory {by_path['memory']['end_to_end_impressions_per_s']:.0f} impressions/s ({ratio:.2f}x)"
+            )
     result = {
         "command": f"python benchmarks/train_throughput.py --profile {args.profile} --data {args.data} "
-        f"--steps {args.steps} --variants {args.variants} --batch-size {base.train.batch_size}",
+        f"--steps {args.steps} --variants {args.variants} --batch-size {base.train.batch_size} --paths {args.paths}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
         "rows": rows,

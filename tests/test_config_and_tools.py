@@ -78,10 +78,11 @@ def test_compare_writes_the_table_with_its_command(tiny_world, tmp_path) -> None
 def test_throughput_benchmark_runs_and_saves(tiny_world, tmp_path) -> None:
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "benchmarks/train_throughput.py", "--profile", "tiny", "--data", str(tiny_world)]
-    cmd += ["--steps", "2", "--variants", "cscnn", "--out", str(out)]
+    cmd += ["--steps", "2", "--variants", "cscnn", "--paths", "streamed,memory", "--out", str(out)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())["rows"]
-    assert [r["dedup"] for r in rows] == [True, False]
+    assert [(r["dedup"], r["data_path"]) for r in rows] == [(True, "streamed"), (False, "streamed"), (True, "memory")]
+    assert "end to end, loading included" in done.stdout
     assert rows[0]["cnn_images_per_batch"] < rows[1]["cnn_images_per_batch"] == rows[1]["batch_size"]
     assert "speedup from dedup" in done.stdout

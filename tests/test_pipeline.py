@@ -141,7 +141,8 @@ def test_vocabularies_come_from_training_days_only(world_dir) -> None:
     test_frame = world.impressions(prepared.split.test)
     new_items = ~test_frame["item_id"].isin(train_items).to_numpy()
     assert new_items.any()
-    assert (prepared.data["test"].cold == new_items).all()
+    test_data = encode(feature_frame(world, test_frame), prepared.encoder)
+    assert (test_data.cold == new_items).all()
     assert set(prepared.encoder.vocabs["item_id"]) == train_items
     train_categories = world.items.set_index("item_id").loc[sorted(train_items), "category"]
     assert prepared.encoder.categories == sorted(set(train_categories))

@@ -76,7 +76,16 @@ class TrainConfig:
     test_days: int = 1
     window_days: int = 0  # 0: every training day; otherwise the last N days before validation
     device: str = "auto"  # auto: cuda when available, else cpu
-    num_threads: int = 0  # torch CPU threads; 0: all cores
+    num_threads: int = 0  # torch CPU threads; 0: all cores (shared evenly by the workers on a machine)
+    # Data parallelism (docs/training.md): batch_size is the global batch, each worker takes its share.
+    workers: int = 1  # processes on this machine (`cscnn train --workers N` starts them with torchrun)
+    nodes: int = 1  # machines, on a cluster only (a Kubeflow Trainer TrainJob with `nodes` x `workers`)
+    dist_backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    dist_timeout_s: int = 300  # a collective waiting longer than this fails the run (a dead rank, no hang)
+    # Streaming: memory stays flat as the days and the catalogue grow.
+    chunk_rows: int = 65_536  # rows read, validated and encoded at a time (one Arrow record batch)
+    shuffle_buffer_rows: int = 262_144  # rows mixed before batches are cut; >= the data: a full shuffle
+    image_cache_items: int = 20_000  # decoded images kept (least recently used out); 64 px: 12 KB each
 
 
 @dataclass
@@ -149,6 +158,17 @@ class Config:
             (t.lr > 0 and t.weight_decay >= 0, "train.lr must be > 0 and train.weight_decay >= 0"),
             (t.val_days >= 1 and t.test_days >= 1, "train.val_days and train.test_days must be >= 1"),
             (t.window_days >= 0 and t.num_threads >= 0, "train.window_days and train.num_threads must be >= 0"),
+            (t.workers >= 1 and t.nodes >= 1, "train.workers and train.nodes must be >= 1"),
+            (t.dist_backend in ("auto", "gloo", "nccl"), f"train.dist_backend={t.dist_backend!r}: auto, gloo or nccl"),
+            (
+                min(t.dist_timeout_s, t.chunk_rows, t.image_cache_items) >= 1 and t.shuffle_buffer_rows >= 0,
+                "train.dist_timeout_s, chunk_rows and image_cache_items must be >= 1; shuffle_buffer_rows >= 0",
+            ),
+            (
+                t.workers * t.nodes <= t.batch_size,
+                f"train.workers x train.nodes = {t.workers * t.nodes} is larger than train.batch_size="
+                f"{t.batch_size}: every worker takes a share of each global batch, so some would get no rows",
+            ),
             (
                 0 <= self.validation.min_rows <= self.validation.max_rows,
                 "validation.min_rows must be >= 0 and <= validation.max_rows",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cscnn.data import schema
 from cscnn.errors import DataContractError
@@ -54,27 +57,54 @@ class World:
 
     def impressions(self, days: list[str] | None = None) -> pd.DataFrame:
         """Validated impressions of `days` (default: all), with a `day` column, in day order."""
-        frames = []
-        for day in days if days is not None else self.days:
-            if day not in self.days:
-                raise DataContractError(f"{self.root}: no impressions for day {day}; days present: {self.days}")
-            path = schema.impressions_path(self.root, day)
-            df = read_table(path, schema.IMPRESSIONS)
-            self._check_day(df, day, path)
-            self._check_references(df, path)
-            frames.append(df.assign(day=day))
+        frames = [chunk for day in (days if days is not None else self.days) for chunk in self.day_chunks(day)]
         if not frames:
             raise DataContractError(f"{self.root}: no days of impressions selected")
         return pd.concat(frames, ignore_index=True)
 
-    def _check_day(self, df: pd.DataFrame, day: str, path: Path) -> None:
+    def day_chunks(self, day: str, chunk_rows: int | None = None) -> Iterator[pd.DataFrame]:
+        """One day's impressions, validated, with a `day` column: the whole file at once, or Arrow record
+        batches of at most `chunk_rows` rows read one after the other (memory bounded by the chunk).
+
+        A chunk is checked on its own: its rows, their day and references; the key's uniqueness within the
+        chunk (data validation checks it over the whole day before a day is accepted).
+        """
+        path = self._day_path(day)
+        try:
+            parquet = pq.ParquetFile(path)
+            batches = [parquet.read()] if chunk_rows is None else parquet.iter_batches(batch_size=chunk_rows)
+            offset = 0
+            for batch in batches:
+                source = str(path) if chunk_rows is None else f"{path} (record batch from row {offset})"
+                df = schema.IMPRESSIONS.validate(batch.to_pandas(), source=source)
+                self._check_day(df, day, source)
+                self._check_references(df, source)
+                offset += len(df)
+                yield df.assign(day=day)
+        except (pa.ArrowException, OSError) as exc:  # pyarrow raises several types for a corrupt file
+            raise DataContractError(f"{path}: cannot read as Parquet ({type(exc).__name__}: {exc})") from exc
+
+    def day_rows(self, day: str) -> int:
+        """Rows of one day, from the Parquet footer (nothing is decoded)."""
+        path = self._day_path(day)
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise DataContractError(f"{path}: cannot read as Parquet ({type(exc).__name__}: {exc})") from exc
+
+    def _day_path(self, day: str) -> Path:
+        if day not in self.days:
+            raise DataContractError(f"{self.root}: no impressions for day {day}; days present: {self.days}")
+        return schema.impressions_path(self.root, day)
+
+    def _check_day(self, df: pd.DataFrame, day: str, path: Path | str) -> None:
         dates = df["ts"].dt.strftime("%Y-%m-%d").to_numpy()
         bad = dates != day
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise DataContractError(f"{path}: row {row}: ts {df['ts'][row]} is not on the file's day {day}")
 
-    def _check_references(self, df: pd.DataFrame, path: Path) -> None:
+    def _check_references(self, df: pd.DataFrame, path: Path | str) -> None:
         for column, table, known in (
             ("item_id", schema.ITEMS_FILE, self.items["item_id"]),
             ("user_id", schema.USERS_FILE, self.users["user_id"]),

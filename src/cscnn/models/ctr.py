@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -28,6 +29,15 @@ class Batch:
         return Batch(self.sparse.to(device), self.dense.to(device), self.item_row.to(device), label)
 
 
+class ImageSource(Protocol):
+    """Where the CNN's input comes from: images and 1-based categories of catalogue rows (an in-memory
+    `ImageBank`, or `cscnn.training.features.CachedImages` that decodes on demand)."""
+
+    def __len__(self) -> int: ...
+
+    def fetch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 @dataclass
 class ImageBank:
     """Every catalogue image, decoded once: uint8 [N, 3, S, S], and its 1-based category index [N]."""
@@ -35,8 +45,16 @@ class ImageBank:
     images: torch.Tensor
     categories: torch.Tensor
 
+    def __len__(self) -> int:
+        return len(self.images)
+
     def to(self, device: torch.device) -> ImageBank:
         return ImageBank(self.images.to(device), self.categories.to(device))
+
+    def fetch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and categories of catalogue `rows`; `cscnn.training.features.CachedImages` does the same by
+        decoding on demand."""
+        return self.images[rows], self.categories[rows]
 
 
 class CTRModel(nn.Module):
@@ -87,21 +105,22 @@ class CTRModel(nn.Module):
         x0 = torch.cat(parts, dim=1)
         return self.out(torch.cat([self.cross(x0), self.deep(x0)], dim=1)).squeeze(1)
 
-    def visual_for(self, batch: Batch, bank: ImageBank, dedup: bool = True, return_attention: bool = False) -> dict:
+    def visual_for(self, batch: Batch, bank: ImageSource, dedup: bool = True, return_attention: bool = False) -> dict:
         """Visual vectors of a batch's items. With `dedup`, each unique image goes through the CNN once and
         its vector is broadcast to all of its impressions (the seed's batch trick)."""
         if dedup:
             rows, inverse = torch.unique(batch.item_row, return_inverse=True)
         else:
             rows, inverse = batch.item_row, None
-        out = self.encode_images(bank.images[rows], bank.categories[rows], return_attention)
+        images, categories = bank.fetch(rows)
+        out = self.encode_images(images, categories, return_attention)
         out["unique_images"] = len(rows)
         if inverse is not None:
             out["visual"] = out["visual"][inverse]
         return out
 
     def forward(
-        self, batch: Batch, bank: ImageBank | None = None, dedup: bool = True, return_attention: bool = False
+        self, batch: Batch, bank: ImageSource | None = None, dedup: bool = True, return_attention: bool = False
     ) -> dict:
         """Returns `{"logit", "y_pred"}` and, for image variants asked for it, per-layer `attention` maps
         (indexed by the batch's unique images when `dedup`)."""

@@ -55,6 +55,14 @@ def save_checkpoint(out: Path, model: CTRModel, encoder: FeatureEncoder, cfg: Co
     return card
 
 
+def read_card(path: Path) -> dict:
+    """The card of a checkpoint folder, without loading the weights."""
+    card = Path(path) / CARD_FILE
+    if not card.is_file():
+        raise CSCNNError(f"{path}: not a model checkpoint (no {CARD_FILE}; train one with `cscnn train`)")
+    return json.loads(card.read_text())
+
+
 def load_checkpoint(path: Path) -> tuple[CTRModel, FeatureEncoder, Config, dict]:
     path = Path(path)
     if not (path / WEIGHTS_FILE).is_file() or not (path / CARD_FILE).is_file():

@@ -14,7 +14,8 @@ from cscnn.config import Config
 from cscnn.data.io import World
 from cscnn.errors import CSCNNError
 from cscnn.files import atomic_write_text, write_json
-from cscnn.training.train import evaluate_split, prepare, select_device, train
+from cscnn.training.scoring import evaluate_days
+from cscnn.training.train import prepare, select_device, train
 from cscnn.variants import get_variant
 
 
@@ -23,7 +24,7 @@ def run_comparison(world: World, cfg: Config, variants: list[str], seeds: list[i
     if not variants or not seeds:
         raise CSCNNError("compare needs at least one variant and one seed")
     needs_images = any(get_variant(v).uses_images for v in variants)
-    prepared = prepare(world, cfg, images=needs_images)  # the same split, vocabularies and images for every run
+    prepared = prepare(world, cfg, images=needs_images)  # the same split, vocabularies and image cache for every run
     rows = []
     for variant in variants:
         for seed in seeds:
@@ -34,8 +35,9 @@ def run_comparison(world: World, cfg: Config, variants: list[str], seeds: list[i
             )
             result = train(world, run_cfg, out=None, progress=progress, prepared=prepared)
             device = select_device(run_cfg.train.device)
-            bank = prepared.bank.to(device) if get_variant(variant).uses_images else None
-            metrics = evaluate_split(result.model, result.prepared.data["test"], bank, device)
+            bank = prepared.bank if get_variant(variant).uses_images else None
+            split, chunk_rows = prepared.split, run_cfg.train.chunk_rows
+            metrics = evaluate_days(result.model, world, split.test, prepared.encoder, bank, device, chunk_rows)
             rows.append(
                 {
                     "variant": variant,

@@ -31,9 +31,11 @@ import torch
 from cscnn.data.io import World, open_world
 from cscnn.errors import CSCNNError, ModelMismatchError
 from cscnn.files import atomic_dir, write_json
-from cscnn.models import CTRModel, ImageBank
+from cscnn.models import CTRModel
+from cscnn.models.ctr import ImageSource
+from cscnn.training import distributed
 from cscnn.training.checkpoint import load_checkpoint
-from cscnn.training.features import image_bank
+from cscnn.training.features import cached_images
 from cscnn.training.train import select_device
 
 EMBED_BATCH = 512
@@ -42,13 +44,20 @@ CATALOG_COLUMNS = ("item_id", "category", "brand", "price")  # what serving need
 
 
 @torch.no_grad()
-def visual_vectors(model: CTRModel, bank: ImageBank, device: torch.device) -> np.ndarray:
+def visual_vectors(
+    model: CTRModel, bank: ImageSource, device: torch.device, ranks: distributed.Ranks | None = None
+) -> np.ndarray:
+    """Every catalogue row's visual vector, in catalogue order. Under several workers each rank embeds its
+    contiguous share of the catalogue and the shares are gathered (every rank gets the whole table)."""
+    ranks = ranks or distributed.Ranks()
     model.eval()
-    chunks = []
-    for rows in torch.arange(len(bank.images)).split(EMBED_BATCH):
-        images, categories = bank.images[rows].to(device), bank.categories[rows].to(device)
-        chunks.append(model.encode_images(images, categories)["visual"].float().cpu().numpy())
-    return np.concatenate(chunks)
+    mine = torch.arange(len(bank))[distributed.local_slice(len(bank), ranks)]
+    chunks = [np.empty((0, model.backbone.project.out_features), dtype=np.float32)]
+    for rows in mine.split(EMBED_BATCH):
+        images, categories = bank.fetch(rows)
+        visual = model.encode_images(images.to(device), categories.to(device))["visual"]
+        chunks.append(visual.float().cpu().numpy())
+    return distributed.gather({"vectors": np.concatenate(chunks)}, ranks)["vectors"]
 
 
 @dataclass
@@ -83,7 +92,7 @@ def export_table(model_dir: Path, world_dir: Path, out: Path, device: str = "aut
     model, encoder, cfg, card = _load_visual_model(model_dir)
     world = open_world(world_dir)
     torch_device = select_device(device)
-    bank = image_bank(world, encoder, cfg.model.image_size)
+    bank = cached_images(world, encoder, cfg)
     vectors = visual_vectors(model.to(torch_device), bank, torch_device)
     return _write_table(Path(out), world.items, vectors, encoder, card, world, refreshed=len(vectors))
 
@@ -102,7 +111,7 @@ def extend_table(model_dir: Path, table_dir: Path, world_dir: Path, out: Path, d
     if len(new_items):
         torch_device = select_device(device)
         sub_world = World(root=world.root, items=new_items, users=world.users, days=world.days)
-        bank = image_bank(sub_world, encoder, cfg.model.image_size)
+        bank = cached_images(sub_world, encoder, cfg)
         vectors = np.concatenate([vectors, visual_vectors(model.to(torch_device), bank, torch_device)])
     items = pd.concat([old_items, new_items[old_items.columns]], ignore_index=True)
     return _write_table(Path(out), items, vectors, encoder, card, world, refreshed=len(new_items))

@@ -7,17 +7,21 @@ category, for which CSCNN falls back to the mean category prior.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from cscnn.config import Config
 from cscnn.data import schema
-from cscnn.data.images import load_images
+from cscnn.data.images import load_image, load_images
 from cscnn.data.io import World
-from cscnn.errors import DataContractError
+from cscnn.errors import DataContractError, ImageError
 from cscnn.models import Batch, ImageBank
 
 POSITION_CAP = 50  # positions beyond this share one token
@@ -45,7 +49,16 @@ class FeatureEncoder:
     def fit(cls, train_frame: pd.DataFrame) -> FeatureEncoder:
         """Vocabularies of the training impressions only: a category that first shows up later is unseen
         (index 0, mean prior), never a row of untrained noise."""
-        vocabs = {name: sorted(train_frame[name].astype(str).unique()) for name in schema.SPARSE_FEATURES}
+        return cls.fit_stream([train_frame])
+
+    @classmethod
+    def fit_stream(cls, frames: Iterable[pd.DataFrame]) -> FeatureEncoder:
+        """The same vocabularies from feature frames read one after the other (memory: the vocabularies)."""
+        seen: dict[str, set[str]] = {name: set() for name in schema.SPARSE_FEATURES}
+        for frame in frames:
+            for name in schema.SPARSE_FEATURES:
+                seen[name].update(frame[name].astype(str).unique())
+        vocabs = {name: sorted(values) for name, values in seen.items()}
         return cls(vocabs=vocabs, categories=vocabs["category"])
 
     @property
@@ -88,6 +101,23 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.label)
 
+    @classmethod
+    def concat(cls, parts: list[EncodedSplit]) -> EncodedSplit:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
+
+    def take(self, index: np.ndarray | slice) -> EncodedSplit:
+        return EncodedSplit(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
+
+    def chunks(self, size: int) -> Iterator[EncodedSplit]:
+        """Consecutive pieces of at most `size` rows, in order."""
+        for start in range(0, len(self), size):
+            yield self.take(slice(start, start + size))
+
+    def to_batch(self) -> Batch:
+        return self.batch(np.arange(len(self)))
+
     def batch(self, index: np.ndarray) -> Batch:
         return Batch(
             sparse=torch.from_numpy(self.sparse[index]),
@@ -115,8 +145,63 @@ def encode(frame: pd.DataFrame, encoder: FeatureEncoder) -> EncodedSplit:
     )
 
 
+class CachedImages:
+    """The catalogue's images decoded on demand, at most `capacity` of them kept (least recently used out).
+
+    What the training loop and the embedding table use instead of decoding the whole catalogue up front:
+    memory is the cache, whatever the catalogue's size. `fetch(rows)` returns the images and 1-based
+    categories of catalogue rows, like `ImageBank`; a bad file raises ImageError naming it and its row.
+    """
+
+    def __init__(self, world: World, encoder: FeatureEncoder, image_size: int, capacity: int) -> None:
+        self.files = [Path(world.images_dir) / name for name in world.items["image"]]
+        self.item_ids = world.items["item_id"].to_numpy()
+        self.categories = torch.from_numpy(encoder.category_index(world.items["category"]))
+        self.size, self.capacity = image_size, max(1, capacity)
+        self._pixels = np.empty((0, 3, image_size, image_size), dtype=np.uint8)  # grows up to `capacity` slots
+        self._slot_of: OrderedDict[int, int] = OrderedDict()  # catalogue row -> slot, least recent first
+        self.decoded = 0  # images decoded so far (misses)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def fetch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        wanted = rows.cpu().numpy()
+        slots = np.fromiter((self._slot(int(row)) for row in wanted), dtype=np.int64, count=len(wanted))
+        images = torch.from_numpy(self._pixels[slots])
+        return images.to(rows.device), self.categories[rows.cpu()].to(rows.device)
+
+    def _slot(self, row: int) -> int:
+        slot = self._slot_of.get(row)
+        if slot is not None:
+            self._slot_of.move_to_end(row)
+            return slot
+        if len(self._slot_of) < self.capacity:
+            slot = len(self._slot_of)
+            if slot >= len(self._pixels):
+                grown = min(self.capacity, max(64, 2 * len(self._pixels)))
+                self._pixels = np.concatenate(
+                    [self._pixels, np.empty((grown - len(self._pixels), *self._pixels.shape[1:]), np.uint8)]
+                )
+        else:
+            _, slot = self._slot_of.popitem(last=False)
+        try:
+            self._pixels[slot] = load_image(self.files[row], self.size)
+        except ImageError as exc:
+            raise ImageError(f"{exc} (item {self.item_ids[row]!r}, items.parquet row {row})") from exc
+        self.decoded += 1
+        self._slot_of[row] = slot
+        return slot
+
+
+def cached_images(world: World, encoder: FeatureEncoder, cfg: Config) -> CachedImages:
+    """The image source of a model's config: its image size, the configured cache."""
+    return CachedImages(world, encoder, cfg.model.image_size, cfg.train.image_cache_items)
+
+
 def image_bank(world: World, encoder: FeatureEncoder, image_size: int) -> ImageBank:
-    """Decode every catalogue image once (a clear ImageError names any bad file and its row)."""
+    """Decode every catalogue image once (a clear ImageError names any bad file and its row); for small
+    catalogues and subsets (plots, the packaged model's example). Training streams: `CachedImages`."""
     images = load_images(world.items, world.images_dir, image_size)
     categories = encoder.category_index(world.items["category"])
     return ImageBank(images=torch.from_numpy(images), categories=torch.from_numpy(categories))

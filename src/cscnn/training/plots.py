@@ -9,8 +9,9 @@ import torch
 
 from cscnn.data.io import World
 from cscnn.training.checkpoint import load_checkpoint
-from cscnn.training.features import encode, feature_frame, image_bank
-from cscnn.training.train import predict, select_device
+from cscnn.training.features import cached_images, image_bank
+from cscnn.training.scoring import score_days
+from cscnn.training.train import select_device
 
 
 def _pyplot():
@@ -27,14 +28,14 @@ def roc_curve_png(model_dir: Path, world: World, day: str, out: Path) -> Path:
 
     model, encoder, cfg, _ = load_checkpoint(model_dir)
     device = select_device("cpu")
-    data = encode(feature_frame(world, world.impressions([day])), encoder)
-    bank = image_bank(world, encoder, cfg.model.image_size) if model.uses_images else None
-    probs = predict(model, data, bank, device)
+    bank = cached_images(world, encoder, cfg) if model.uses_images else None
+    scores = score_days(model, world, [day], encoder, bank, device, cfg.train.chunk_rows)
+    labels, probs = scores["label"], scores["prob"]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    if len(set(data.label)) == 2:
-        fpr, tpr, _ = roc_curve(data.label, probs)
-        ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(data.label, probs):.4f}")
+    if len(set(labels)) == 2:
+        fpr, tpr, _ = roc_curve(labels, probs)
+        ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(labels, probs):.4f}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC on {day}")
     ax.legend(loc="lower right")

@@ -1,4 +1,5 @@
-"""End-to-end training with per-batch image dedup, early stopping on validation AUC, and checkpoints."""
+"""End-to-end training: streamed data, per-batch image dedup, synchronous data parallelism (DDP) when
+launched with several workers, early stopping on validation AUC, and checkpoints (rank 0 writes them)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,15 @@ from tqdm.auto import tqdm
 from cscnn.config import Config
 from cscnn.data.io import World
 from cscnn.errors import ConfigError
-from cscnn.models import Batch, CTRModel, ImageBank
+from cscnn.models import Batch, CTRModel
+from cscnn.models.ctr import ImageSource
+from cscnn.training import distributed
 from cscnn.training.checkpoint import build_model, save_checkpoint
-from cscnn.training.features import (
-    DaySplit,
-    EncodedSplit,
-    FeatureEncoder,
-    encode,
-    feature_frame,
-    image_bank,
-    split_days,
-)
-from cscnn.training.metrics import auc, summarize
+from cscnn.training.features import CachedImages, DaySplit, FeatureEncoder, cached_images, split_days
+from cscnn.training.metrics import auc
+from cscnn.training.scoring import score_days
+from cscnn.training.stream import count_rows, fit_encoder, shuffled_batches
 from cscnn.variants import get_variant
-
-PREDICT_BATCH = 8192
 
 
 def select_device(name: str) -> torch.device:
@@ -48,51 +43,39 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 @dataclass
 class Prepared:
-    """Everything a run needs from a world: the split, fitted encoder, encoded splits and the image bank."""
+    """What a run needs from a world before it reads any impression: the day split, the vocabularies (one
+    streaming pass over the training days) and the image source (decodes on demand, bounded cache)."""
 
+    world: World
     split: DaySplit
     encoder: FeatureEncoder
-    data: dict[str, EncodedSplit]
-    bank: ImageBank | None  # None for the no-image variant: its images are never decoded
+    bank: CachedImages | None  # None for the no-image variant: its images are never decoded
 
 
 def prepare(world: World, cfg: Config, images: bool = True) -> Prepared:
-    """Split by day, fit vocabularies on the training days, encode, and decode the images if asked."""
     split = split_days(world.days, cfg.train.val_days, cfg.train.test_days, cfg.train.window_days)
-    frames = {name: feature_frame(world, world.impressions(days)) for name, days in split.to_dict().items()}
-    encoder = FeatureEncoder.fit(frames["train"])
-    data = {name: encode(frame, encoder) for name, frame in frames.items()}
-    bank = image_bank(world, encoder, cfg.model.image_size) if images else None
-    return Prepared(split, encoder, data, bank)
-
-
-@torch.no_grad()
-def predict(model: CTRModel, data: EncodedSplit, bank: ImageBank | None, device: torch.device) -> np.ndarray:
-    model.eval()
-    preds = [model(b.to(device), bank)["y_pred"].cpu().numpy() for b in data.batches(PREDICT_BATCH)]
-    return np.concatenate(preds) if preds else np.empty(0, dtype=np.float32)
-
-
-def evaluate_split(model: CTRModel, data: EncodedSplit, bank: ImageBank | None, device: torch.device) -> dict:
-    probs = predict(model, data, bank, device)
-    return summarize(data.label, probs, data.category, data.cold)
+    encoder = fit_encoder(world, split.train, cfg.train.chunk_rows)
+    bank = cached_images(world, encoder, cfg) if images else None
+    return Prepared(world, split, encoder, bank)
 
 
 def pretrain_backbone(
-    model: CTRModel, bank: ImageBank, rows: np.ndarray, cfg: Config, device: torch.device, rng: np.random.Generator
+    model: CTRModel, prepared: Prepared, cfg: Config, device: torch.device, rng: np.random.Generator
 ) -> None:
-    """Late fusion's stand-in for ImageNet features: train the CNN to classify the training items' images
-    (`rows` of the bank) by category, then freeze it. Only its projection and the CTR network learn from
-    clicks. Items of later days are left out so that nothing is learned from the future."""
-    assert model.backbone is not None
-    head = torch.nn.Linear(cfg.model.visual_dim, int(bank.categories.max()) + 1).to(device)
-    params = list(model.backbone.parameters()) + list(head.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
+    """Late fusion's stand-in for ImageNet features: train the CNN to classify the training items' images by
+    category, then freeze it. Only its projection and the CTR network learn from clicks. Items first seen
+    after the training days are left out, so nothing is learned from the future. Every rank does the same
+    (same seed, same rows), so the frozen CNN is the same everywhere."""
+    assert model.backbone is not None and prepared.bank is not None
+    items = prepared.world.items["item_id"]
+    rows = np.flatnonzero(items.isin(prepared.encoder.vocabs["item_id"]).to_numpy())
+    head = torch.nn.Linear(cfg.model.visual_dim, len(prepared.encoder.categories) + 1).to(device)
+    optimizer = torch.optim.Adam(list(model.backbone.parameters()) + list(head.parameters()), lr=cfg.train.lr)
     for _ in range(cfg.model.pretrain_epochs):
-        order = torch.from_numpy(rng.permutation(rows)).to(device)
-        for batch_rows in order.split(256):
-            logits = head(model.backbone(bank.images[batch_rows], bank.categories[batch_rows])["visual"])
-            loss = torch.nn.functional.cross_entropy(logits, bank.categories[batch_rows])
+        for batch_rows in torch.from_numpy(rng.permutation(rows)).split(256):
+            images, categories = prepared.bank.fetch(batch_rows)
+            images, categories = images.to(device), categories.to(device)
+            loss = torch.nn.functional.cross_entropy(head(model.backbone(images, categories)["visual"]), categories)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -100,15 +83,24 @@ def pretrain_backbone(
 
 
 def train_step(
-    model: CTRModel, batch: Batch, bank: ImageBank | None, optimizer: torch.optim.Optimizer, dedup: bool
+    model: torch.nn.Module,
+    batch: Batch,
+    bank: ImageSource | None,
+    optimizer: torch.optim.Optimizer,
+    dedup: bool,
+    global_rows: int | None = None,
+    world_size: int = 1,
 ) -> tuple[float, int]:
-    """One optimisation step on log loss; returns the loss and how many images went through the CNN."""
+    """One optimisation step on log loss; returns this batch's mean loss and how many images went through
+    the CNN. With workers, `batch` is this rank's share of a global batch of `global_rows` rows: the loss is
+    the share's sum scaled so that DDP's gradient average is the gradient of the global batch's mean loss."""
     outputs = model(batch, bank, dedup=dedup)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(outputs["logit"], batch.label)
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(outputs["logit"], batch.label, reduction="none")
+    scale = world_size / global_rows if global_rows else 1.0 / max(1, len(batch.label))
     optimizer.zero_grad()
-    loss.backward()
+    (losses.sum() * scale).backward()
     optimizer.step()
-    return loss.item(), outputs.get("unique_images", 0)
+    return float(losses.detach().mean()) if len(losses) else 0.0, outputs.get("unique_images", 0)
 
 
 def make_optimizer(model: CTRModel, cfg: Config) -> torch.optim.Optimizer:
@@ -126,91 +118,152 @@ class TrainResult:
     card: dict = field(default_factory=dict)
 
 
-def run_epoch(
-    model: CTRModel,
-    data: EncodedSplit,
-    bank: ImageBank | None,
-    optimizer: torch.optim.Optimizer,
-    cfg: Config,
-    rng: np.random.Generator,
-    device: torch.device,
-    desc: str,
-    progress: bool,
-) -> dict:
-    """One pass over the training rows in a seeded order; returns the epoch's loss, time and CNN work."""
-    model.train()
-    started, losses, unique_images = time.perf_counter(), [], 0
-    n_batches = -(-len(data) // cfg.train.batch_size)
-    bar = tqdm(data.batches(cfg.train.batch_size, rng), total=n_batches, desc=desc, disable=not progress, leave=False)
-    for batch in bar:
-        loss, n_images = train_step(model, batch.to(device), bank, optimizer, cfg.train.dedup)
+@dataclass
+class Run:
+    """One training run's moving parts, shared by the epoch loop and its helpers."""
+
+    cfg: Config
+    prepared: Prepared
+    model: CTRModel
+    engine: torch.nn.Module  # the model, or its DDP wrapper under several workers
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    ranks: distributed.Ranks
+    rng: np.random.Generator
+
+
+def run_epoch(run: Run, desc: str, progress: bool) -> dict:
+    """One pass over the training days in a seeded, buffer-shuffled order of global batches."""
+    cfg, prepared = run.cfg, run.prepared
+    run.engine.train()
+    started, losses, unique_images, rows = time.perf_counter(), [], 0, 0
+    batches = shuffled_batches(
+        prepared.world,
+        prepared.split.train,
+        prepared.encoder,
+        cfg.train.batch_size,
+        cfg.train.shuffle_buffer_rows,
+        cfg.train.chunk_rows,
+        run.rng,
+    )
+    total = -(-count_rows(prepared.world, prepared.split.train) // cfg.train.batch_size)
+    bar = tqdm(batches, total=total, desc=desc, disable=not progress or not run.ranks.is_main, leave=False)
+    for global_batch in bar:
+        mine = global_batch.take(distributed.local_slice(len(global_batch), run.ranks))
+        loss, n_images = train_step(
+            run.engine,
+            mine.to_batch().to(run.device),
+            prepared.bank,
+            run.optimizer,
+            cfg.train.dedup,
+            len(global_batch),
+            run.ranks.world_size,
+        )
         losses.append(loss)
         unique_images += n_images
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        rows += len(global_batch)
+        bar.set_postfix(loss=f"{loss:.4f}")
     return {
-        "train_loss": float(np.mean(losses)),
+        "train_loss": float(np.mean(losses)) if losses else float("nan"),
         "seconds": time.perf_counter() - started,
-        "impressions": len(data),
+        "impressions": rows,
         "cnn_images": unique_images,
     }
+
+
+def validation_auc(run: Run) -> float:
+    val = run.prepared.split.val
+    scores = score_days(
+        run.model, run.prepared.world, val, run.prepared.encoder, run.prepared.bank, run.device,
+        run.cfg.train.chunk_rows, run.ranks,
+    )  # fmt: skip
+    return auc(scores["label"], scores["prob"]) or 0.0
 
 
 def train(
     world: World, cfg: Config, out: Path | None = None, progress: bool = True, prepared: Prepared | None = None
 ) -> TrainResult:
-    """Train `cfg.model.variant` on `world`; write a checkpoint to `out` (atomically) when given.
+    """Train `cfg.model.variant` on `world`; write a checkpoint to `out` (atomically, rank 0) when given.
 
-    `prepared` lets several runs on the same split (`cscnn compare`) read and decode the world once.
+    Runs as one process, or as one rank of several when launched by torchrun / Kubeflow Trainer.
+    `prepared` lets several runs on the same split (`cscnn compare`) share the vocabularies and image cache.
     Early stopping: the best epoch by validation AUC is kept; `train.patience` epochs without a better one stop.
     """
     started = time.perf_counter()
-    torch.set_num_threads(cfg.train.num_threads or os.cpu_count() or 1)
-    rng = seed_everything(cfg.train.seed)
-    device = select_device(cfg.train.device)
     variant = get_variant(cfg.model.variant)
-    prepared = prepared or prepare(world, cfg, images=variant.uses_images)
-    bank = prepared.bank.to(device) if variant.uses_images and prepared.bank is not None else None
-    model = build_model(cfg, prepared.encoder).to(device)
-    if variant.pretrain:
-        pretrain_backbone(model, bank, np.unique(prepared.data["train"].item_row), cfg, device, rng)
-    optimizer = make_optimizer(model, cfg)
+    with distributed.process_group(cfg.train, select_device(cfg.train.device)) as ranks:
+        device = distributed.device_for(ranks, select_device(cfg.train.device))
+        torch.set_num_threads(_threads(cfg, ranks))
+        rng = seed_everything(cfg.train.seed)
+        prepared = prepared or prepare(world, cfg, images=variant.uses_images)
+        model = build_model(cfg, prepared.encoder).to(device)
+        if variant.pretrain:
+            pretrain_backbone(model, prepared, cfg, device, rng)
+        engine = _ddp(model, device) if ranks.distributed else model
+        run = Run(cfg, prepared, model, engine, make_optimizer(model, cfg), device, ranks, rng)
+        result = _fit(run, progress)
+        result.wall_seconds = time.perf_counter() - started
+        if out is not None:
+            result.card = _save(run, result, world, out)
+    return result
 
-    result = TrainResult(model=model, prepared=prepared)
-    best_auc, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
+
+def _fit(run: Run, progress: bool) -> TrainResult:
+    cfg, result = run.cfg, TrainResult(model=run.model, prepared=run.prepared)
+    best_auc, best_state, stale = -1.0, copy.deepcopy(run.model.state_dict()), 0
     for epoch in range(1, cfg.train.epochs + 1):
-        desc = f"{cfg.model.variant} epoch {epoch}/{cfg.train.epochs}"
-        record = run_epoch(model, prepared.data["train"], bank, optimizer, cfg, rng, device, desc, progress)
-        val = prepared.data["val"]
-        record = {"epoch": epoch, **record, "val_auc": auc(val.label, predict(model, val, bank, device)) or 0.0}
+        record = run_epoch(run, f"{cfg.model.variant} epoch {epoch}/{cfg.train.epochs}", progress)
+        record = {"epoch": epoch, **record, "val_auc": validation_auc(run)}  # the same on every rank
         result.history.append(record)
-        if progress:
+        if progress and run.ranks.is_main:
             tqdm.write(
                 f"epoch {epoch}: train_loss={record['train_loss']:.4f} val_auc={record['val_auc']:.4f} "
                 f"({record['seconds']:.1f}s)"
             )
         if record["val_auc"] > best_auc:
-            best_auc, best_state, stale, result.best_epoch = (
-                record["val_auc"],
-                copy.deepcopy(model.state_dict()),
-                0,
-                epoch,
-            )
+            best_auc, best_state, stale = record["val_auc"], copy.deepcopy(run.model.state_dict()), 0
+            result.best_epoch = epoch
         else:
             stale += 1
             if stale >= cfg.train.patience:
                 break
-    model.load_state_dict(best_state)
-    model.eval()
-    result.wall_seconds = time.perf_counter() - started
-    if out is not None:
-        extra = {
-            "world": str(world.root),
-            "days": prepared.split.to_dict(),
-            "best_epoch": result.best_epoch,
-            "val_auc": best_auc,
-            "history": result.history,
-            "train_seconds": result.wall_seconds,
-        }
-        result.card = save_checkpoint(out, model.cpu(), prepared.encoder, cfg, extra=extra)
-        model.to(device)
+    run.model.load_state_dict(best_state)
+    run.model.eval()
+    result.card = {"val_auc": best_auc}
     return result
+
+
+def _save(run: Run, result: TrainResult, world: World, out: Path) -> dict:
+    """Rank 0 writes the checkpoint; every rank returns the same card once it is there."""
+    extra = {
+        "world": str(world.root),
+        "days": run.prepared.split.to_dict(),
+        "best_epoch": result.best_epoch,
+        "val_auc": result.card["val_auc"],
+        "history": result.history,
+        "train_seconds": result.wall_seconds,
+        "workers": run.ranks.world_size,
+    }
+    card = {}
+    if run.ranks.is_main:
+        card = save_checkpoint(out, run.model.cpu(), run.prepared.encoder, run.cfg, extra=extra)
+        run.model.to(run.device)
+    distributed.barrier(run.ranks)
+    if not run.ranks.is_main:
+        from cscnn.training.checkpoint import read_card
+
+        card = read_card(out)
+    return card
+
+
+def _ddp(model: CTRModel, device: torch.device) -> torch.nn.Module:
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _threads(cfg: Config, ranks: distributed.Ranks) -> int:
+    """`train.num_threads`, else the cores shared evenly by the workers on this machine."""
+    if cfg.train.num_threads:
+        return cfg.train.num_threads
+    local_workers = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size))
+    return max(1, (os.cpu_count() or 1) // max(1, local_workers))
