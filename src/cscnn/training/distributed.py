@@ -147,8 +147,11 @@ def check_workers(cfg: TrainConfig) -> None:
         raise ConfigError("train.dist_backend=nccl needs CUDA, and no CUDA device is available here; use gloo")
 
 
-def launch(module_args: list[str], workers: int, env: Mapping[str, str] | None = None) -> None:
-    """Run `python -m cscnn.training.launch ARGS` as `workers` processes with `torchrun --standalone` and wait.
+def launch(
+    module_args: list[str], workers: int, env: Mapping[str, str] | None = None, module: str = "cscnn.training.launch"
+) -> None:
+    """Run `python -m MODULE ARGS` (the worker entry point) as `workers` processes with `torchrun --standalone`
+    and wait.
 
     The workers' output goes to this process's; a failed worker raises DistributedError naming its rank
     (torchrun stops the others at once).
@@ -161,7 +164,7 @@ def launch(module_args: list[str], workers: int, env: Mapping[str, str] | None =
         f"--nproc-per-node={workers}",
         "--max-restarts=0",
         "-m",
-        "cscnn.training.launch",
+        module,
         *module_args,
     ]
     run_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

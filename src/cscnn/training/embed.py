@@ -88,13 +88,22 @@ class EmbeddingTable:
 
 
 def export_table(model_dir: Path, world_dir: Path, out: Path, device: str = "auto") -> dict:
-    """Compute every catalogue item's visual vector with the checkpoint's CNN and write the table."""
+    """Compute every catalogue item's visual vector with the checkpoint's CNN and write the table.
+
+    As one rank of several (launched by torchrun), each rank embeds its share of the catalogue; rank 0
+    gathers the shares and writes the one table, the same as one process would.
+    """
     model, encoder, cfg, card = _load_visual_model(model_dir)
     world = open_world(world_dir)
-    torch_device = select_device(device)
-    bank = cached_images(world, encoder, cfg)
-    vectors = visual_vectors(model.to(torch_device), bank, torch_device)
-    return _write_table(Path(out), world.items, vectors, encoder, card, world, refreshed=len(vectors))
+    with distributed.process_group(cfg.train, select_device(device)) as ranks:
+        torch_device = distributed.device_for(ranks, select_device(device))
+        bank = cached_images(world, encoder, cfg)
+        vectors = visual_vectors(model.to(torch_device), bank, torch_device, ranks)
+        meta = {}
+        if ranks.is_main:
+            meta = _write_table(Path(out), world.items, vectors, encoder, card, world, refreshed=len(vectors))
+        distributed.barrier(ranks)
+    return meta or json.loads((Path(out) / "meta.json").read_text())
 
 
 def extend_table(model_dir: Path, table_dir: Path, world_dir: Path, out: Path, device: str = "auto") -> dict:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cscnn.config import Config, config_from_dict
-from cscnn.files import write_json
 
 
 def worker_args(world_dir: Path, cfg: Config, out: Path, until: str | None = None) -> list[str]:
@@ -25,7 +24,8 @@ def worker_args(world_dir: Path, cfg: Config, out: Path, until: str | None = Non
 
 
 def run_training(world_dir: Path, cfg: Config, out: Path, until: str | None = None, progress: bool = False) -> dict:
-    """Train `cfg` on the world (up to `until`), with `cfg.train.workers` processes; returns the model card."""
+    """Train `cfg` on the world (up to `until`), with `cfg.train.workers` processes; returns the model card
+    (in this process for one worker or when already a worker of a launcher, else through torchrun)."""
     from cscnn.data.io import open_world
     from cscnn.training import distributed
     from cscnn.training.checkpoint import read_card
@@ -40,23 +40,44 @@ def run_training(world_dir: Path, cfg: Config, out: Path, until: str | None = No
     return read_card(out)
 
 
+def run_embedding(model_dir: Path, world_dir: Path, out: Path, device: str = "auto", workers: int = 1) -> dict:
+    """The full embedding table of a checkpoint, the catalogue shared by `workers` processes; returns its meta."""
+    from cscnn.training import distributed
+    from cscnn.training.embed import export_table
+
+    if workers <= 1 or distributed.ranks_from_env().distributed:
+        return export_table(model_dir, world_dir, out, device)
+    args = ["--task", "embed", "--model", str(Path(model_dir).resolve()), "--world", str(Path(world_dir).resolve())]
+    distributed.launch([*args, "--out", str(Path(out).resolve()), "--device", device], workers)
+    return json.loads((Path(out) / "meta.json").read_text())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cscnn.training.launch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=("train", "embed"), default="train")
     parser.add_argument("--world", required=True, type=Path, help="world folder (data contract)")
-    parser.add_argument("--out", required=True, type=Path, help="checkpoint folder (rank 0 writes it)")
-    parser.add_argument("--config-json", required=True, help="the run's full config as JSON")
-    parser.add_argument("--until", help="last day to use (YYYY-MM-DD); later days are ignored")
-    parser.add_argument("--summary", type=Path, help="also write the model card here (rank 0)")
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint / table folder (rank 0 writes it)")
+    parser.add_argument("--config-json", help="train: the run's full config as JSON")
+    parser.add_argument("--until", help="train: last day to use (YYYY-MM-DD); later days are ignored")
+    parser.add_argument("--model", type=Path, help="embed: the checkpoint whose CNN embeds the catalogue")
+    parser.add_argument("--device", default="auto", help="embed: auto, cpu or cuda")
     args = parser.parse_args(argv)
 
+    if args.task == "embed":
+        from cscnn.training.embed import export_table
+
+        if args.model is None:
+            parser.error("--task embed needs --model")
+        export_table(args.model, args.world, args.out, args.device)
+        return 0
+    if args.config_json is None:
+        parser.error("--task train needs --config-json")
     from cscnn.data.io import open_world
     from cscnn.training.train import train
 
     cfg = config_from_dict(json.loads(args.config_json))
     world = open_world(args.world)
-    result = train(world.until(args.until) if args.until else world, cfg, args.out, progress=False)
-    if args.summary is not None and result.card:
-        write_json(args.summary, result.card)
+    train(world.until(args.until) if args.until else world, cfg, args.out, progress=False)
     return 0
 
 

@@ -95,11 +95,20 @@ def train_cmd(
     seed: Annotated[int | None, typer.Option(help="Training seed (default: the profile's).")] = None,
     config: ConfigFile = None,
     overrides: Overrides = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Data-parallel worker processes on this machine (torchrun; default: train.workers)."),
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Last day to use (YYYY-MM-DD); later days are ignored.")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train one model end to end (image dedup per batch, early stopping on validation AUC)."""
-    from cscnn.data.io import open_world
-    from cscnn.training.train import train
+    """Train one model end to end (streamed data, image dedup per batch, early stopping on validation AUC).
+
+    With --workers N, N processes train one model with synchronous data parallelism (DDP); the result does
+    not depend on N. Under an external launcher (torchrun, Kubeflow Trainer) each process is one worker.
+    """
+    from cscnn.training import distributed
+    from cscnn.training.launch import run_training
 
     try:
         extra = [*(overrides or [])]
@@ -107,15 +116,17 @@ def train_cmd(
             extra.append(f"model.variant={variant}")
         if seed is not None:
             extra.append(f"train.seed={seed}")
+        if workers is not None:
+            extra.append(f"train.workers={workers}")
         cfg = load_config(profile, config, extra)
-        result = train(open_world(data), cfg, out=out, progress=not quiet)
+        card = run_training(data, cfg, out, until=until, progress=not quiet)
     except CSCNNError as exc:
         fail(exc)
-    card = result.card
-    typer.echo(
-        f"trained {card['variant']} (model {card['fingerprint']}) in {result.wall_seconds:.1f}s: "
-        f"best epoch {card['best_epoch']}, val AUC {card['val_auc']:.4f} -> {out}"
-    )
+    if distributed.ranks_from_env().is_main:
+        typer.echo(
+            f"trained {card['variant']} (model {card['fingerprint']}) with {card.get('workers', 1)} worker(s) in "
+            f"{card['train_seconds']:.1f}s: best epoch {card['best_epoch']}, val AUC {card['val_auc']:.4f} -> {out}"
+        )
 
 
 @app.command("evaluate")
@@ -157,12 +168,13 @@ def embed_cmd(
     model: ModelDir,
     out: Annotated[Path, typer.Option(help="Embedding table folder to write.")],
     device: Device = "auto",
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the catalogue (torchrun).")] = 1,
 ) -> None:
     """Precompute every catalogue item's visual vector into a lookup table keyed by the model version."""
-    from cscnn.training.embed import export_table
+    from cscnn.training.launch import run_embedding
 
     try:
-        meta = export_table(model, data, out, device)
+        meta = run_embedding(model, data, out, device, workers)
     except CSCNNError as exc:
         fail(exc)
     typer.echo(
