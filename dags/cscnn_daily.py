@@ -38,6 +38,7 @@ Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that
 * **Schedule**: daily; the run whose logical date is *D* starts when day *D* is over and processes day *D*.
   Catchup is off; run a range of days with `airflow backfill create` (see `dags/README.md`).
 * **Params** (trigger form): run date, landing folder, profile, gate thresholds (empty: the config's value),
+  training workers / nodes / GPUs per node (data-parallel DDP; nodes > 1 runs a Kubeflow Trainer TrainJob),
   force retrain (a day already promoted / not promoted is skipped without it), extra config overrides.
 * **Retries**: `trigger_pipeline` retries twice, 10 minutes apart (`$CSCNN_PIPELINE_RETRIES` at parse time
   changes the count), except when the day fails data validation or the configuration is bad: those fail at
@@ -46,7 +47,15 @@ Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that
   `cscnn daily status --day D`; the MLflow UI.
 """
 
-PARAM_NAMES = ("day", "landing", "profile", *orchestration.THRESHOLDS, "force_retrain", "overrides")
+PARAM_NAMES = (
+    "day",
+    "landing",
+    "profile",
+    *orchestration.THRESHOLDS,
+    *orchestration.TRAINING,
+    "force_retrain",
+    "overrides",
+)
 
 
 @dag(

@@ -11,8 +11,8 @@ resolve a condition on a field of a NamedTuple output.
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
-# The image the components run in on a cluster (infra/Dockerfile); kfp.local runs them in this venv.
-IMAGE = "ghcr.io/cscnn-ctr/cscnn-ctr:0.1.0"
+from cscnn.cluster import IMAGE  # the image the components run in on a cluster; kfp.local uses this venv
+
 component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
 

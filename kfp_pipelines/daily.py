@@ -5,18 +5,15 @@ pinned to GPU nodes with a node selector and a toleration (kfp-kubernetes). `kfp
 a warning; they are in the compiled YAML for a real cluster.
 """
 
+from typing import Any
+
 from kfp import dsl, kubernetes
 
+from cscnn.cluster import CONFIG_ENV, CONFIG_MAP, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT, STATE_MOUNT, STATE_PVC
 from kfp_pipelines import components as c
 
-GPU_ACCELERATOR = "nvidia.com/gpu"
-GPU_NODE_LABEL = ("cloud.google.com/gke-accelerator", "nvidia-tesla-t4")
-GPU_TAINT = "nvidia.com/gpu"
 # On a cluster every step sees the shared state volume (pass state_dir=STATE_MOUNT) and the tool endpoints
-# of the ConfigMap that infra/k8s sets up; kfp.local ignores both.
-STATE_PVC, STATE_MOUNT = "cscnn-state", "/var/lib/cscnn/state"
-CONFIG_MAP = "cscnn-config"
-CONFIG_ENV = ("MLFLOW_TRACKING_URI", "CSCNN_DVC_REMOTE")
+# of the ConfigMap that infra/k8s sets up; kfp.local ignores both. The names are in cscnn.cluster.
 
 
 def shared(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -25,9 +22,10 @@ def shared(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
-def on_gpu_node(task: dsl.PipelineTask) -> dsl.PipelineTask:
+def on_gpu_node(task: dsl.PipelineTask, gpus: Any = 1) -> dsl.PipelineTask:
+    """GPU work: `gpus` GPUs (a number or a pipeline parameter), the GPU pool, its taint tolerated."""
     shared(task)
-    task.set_accelerator_type(GPU_ACCELERATOR).set_accelerator_limit(1)
+    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
     task.set_memory_limit("16G").set_cpu_limit("4")
     kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
     kubernetes.add_toleration(task, key=GPU_TAINT, operator="Exists", effect="NoSchedule")
@@ -41,13 +39,17 @@ def cscnn_daily(
     state_dir: str,
     profile: str = "small",
     overrides: list = [],  # noqa: B006 - KFP pipeline parameters declare their default this way
+    train_gpus: int = 1,
 ) -> None:
+    """`train_gpus`: GPUs of the train step's pod, where `train.workers` torchrun workers train on one node
+    (set it to `train.workers`); with `train.nodes` > 1 the step only submits a Kubeflow Trainer TrainJob
+    (whose pods request `train.gpus` each), so 0 frees the GPU the waiting step would hold."""
     common = {"day": day, "profile": profile, "overrides": overrides, "state_dir": state_dir}
     validated = shared(c.validate_day(landing=landing, **common))
     versioned = shared(c.version_day(landing=landing, **common)).after(validated)
     with dsl.If(versioned.outputs["Output"] == True, name="enough-history"):  # noqa: E712 - a KFP condition
         refresh = on_gpu_node(c.refresh_embeddings(**common))
-        trained = shared(c.train_candidate(**common)).after(refresh)
+        trained = on_gpu_node(c.train_candidate(**common), gpus=train_gpus).after(refresh)
         candidate = trained.outputs["candidate"]
         evaluated = shared(c.evaluate(candidate=candidate, **common))
         decided = shared(c.gate(evaluation=evaluated.outputs["Output"], **common))

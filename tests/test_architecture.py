@@ -36,6 +36,7 @@ CORE = {
     "cscnn.project",
     "cscnn.dates",
     "cscnn.variants",
+    "cscnn.cluster",
 }
 OUTSIDE_THE_LIBRARY = {"kfp_pipelines", "dags", "bento"}  # only lazily, from functions of cscnn.entrypoints
 

@@ -137,6 +137,9 @@ def test_daily_dag_structure(dagbag):
         "auc_floor": None,
         "max_auc_drop": None,
         "max_category_drop": None,
+        "train_workers": None,
+        "train_nodes": None,
+        "train_gpus": None,
         "force_retrain": False,
         "overrides": [],
     }
@@ -188,6 +191,9 @@ NO_PARAMS = {
     "auc_floor": None,
     "max_auc_drop": None,
     "max_category_drop": None,
+    "train_workers": None,
+    "train_nodes": None,
+    "train_gpus": None,
     "force_retrain": False,
     "overrides": [],
 }
@@ -214,6 +220,18 @@ def test_params_win_over_environment_which_wins_over_defaults(tmp_path):
     assert args["landing"] == str(REPO / "data" / "other")  # relative paths are taken from the repository root
     assert args["profile"] == "bench"
     assert args["state_dir"] == env["CSCNN_STATE"]  # the state is not a param: one state per deployment
+
+
+def test_training_params_become_overrides_and_the_gpu_request():
+    from cscnn.config import load_config
+
+    params = {**NO_PARAMS, "train_workers": 2, "train_nodes": 3, "train_gpus": 4}
+    args = orchestration.daily_arguments(params, "2026-01-03", {}, REPO)
+    assert args["overrides"] == ["train.workers=2", "train.nodes=3", "train.gpus=4"]
+    assert args["train_gpus"] == 4  # the pipeline's train step requests them
+    cfg = load_config("tiny", overrides=args["overrides"])
+    assert (cfg.train.workers, cfg.train.nodes, cfg.train.gpus) == (2, 3, 4)
+    assert "train_gpus" not in orchestration.daily_arguments(NO_PARAMS, "2026-01-03", {}, REPO)
 
 
 def test_thresholds_become_overrides_that_the_config_accepts():

@@ -14,20 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cscnn.cluster import IMAGE, STATE_MOUNT  # the one definition the manifests must agree with
+
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 OVERLAYS = ("local", "production")
 KUBECTL = shutil.which("kubectl")
 NAME = "cscnn-ranker"
 PORT = 3000
-STATE_MOUNT = "/var/lib/cscnn/state"
-
-
-def component_image() -> str:
-    """The image the KFP components run in (kfp_pipelines/components.py IMAGE), read without importing kfp."""
-    match = re.search(r'^IMAGE = "([^"]+)"', (ROOT / "kfp_pipelines" / "components.py").read_text(), re.M)
-    assert match, 'kfp_pipelines/components.py: no IMAGE = "..." line'
-    return match.group(1)
 
 
 def render(target: str) -> list[dict]:
@@ -82,7 +76,7 @@ ALL = ["base", *(f"overlays/{o}" for o in OVERLAYS)]
 def test_deployment_runs_the_bento_with_probes_on_port_3000(rendered, target):
     docs = rendered[target]
     ctr = container(docs)
-    assert ctr["image"] == component_image()  # the same image the pipeline's components run in
+    assert ctr["image"] == IMAGE  # the same image the pipeline's components run in
     cmdline = [*ctr["command"], *ctr.get("args", [])]
     assert cmdline[:3] == ["bentoml", "serve", "service:RankingService"]
     assert cmdline[cmdline.index("--port") + 1] == str(PORT)

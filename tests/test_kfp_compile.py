@@ -34,7 +34,9 @@ def test_gpu_request_node_selector_and_toleration_are_compiled_in():
     text = (COMPILED_DIR / "daily.yaml").read_text()
     executors = docs[0]["deploymentSpec"]["executors"]
     gpu = [name for name, ex in executors.items() if "accelerator" in ex["container"].get("resources", {})]
-    assert sorted(gpu) == ["exec-publish-table", "exec-refresh-embeddings"]
+    assert sorted(gpu) == ["exec-publish-table", "exec-refresh-embeddings", "exec-train-candidate"]
+    train_gpus = executors["exec-train-candidate"]["container"]["resources"]["accelerator"]["resourceCount"]
+    assert "train_gpus" in train_gpus  # the pipeline parameter, set per run (one node: = train.workers)
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in gpu:
         assert platform[name]["nodeSelector"]["labels"]

@@ -80,6 +80,7 @@ class TrainConfig:
     # Data parallelism (docs/training.md): batch_size is the global batch, each worker takes its share.
     workers: int = 1  # processes on this machine (`cscnn train --workers N` starts them with torchrun)
     nodes: int = 1  # machines, on a cluster only (a Kubeflow Trainer TrainJob with `nodes` x `workers`)
+    gpus: int = 1  # GPUs per node a cluster's training pods request (one worker per GPU); 0: CPU nodes
     dist_backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
     dist_timeout_s: int = 300  # a collective waiting longer than this fails the run (a dead rank, no hang)
     # Streaming: memory stays flat as the days and the catalogue grow.
@@ -158,7 +159,7 @@ class Config:
             (t.lr > 0 and t.weight_decay >= 0, "train.lr must be > 0 and train.weight_decay >= 0"),
             (t.val_days >= 1 and t.test_days >= 1, "train.val_days and train.test_days must be >= 1"),
             (t.window_days >= 0 and t.num_threads >= 0, "train.window_days and train.num_threads must be >= 0"),
-            (t.workers >= 1 and t.nodes >= 1, "train.workers and train.nodes must be >= 1"),
+            (t.workers >= 1 and t.nodes >= 1 and t.gpus >= 0, "train.workers, nodes must be >= 1, gpus >= 0"),
             (t.dist_backend in ("auto", "gloo", "nccl"), f"train.dist_backend={t.dist_backend!r}: auto, gloo or nccl"),
             (
                 min(t.dist_timeout_s, t.chunk_rows, t.image_cache_items) >= 1 and t.shuffle_buffer_rows >= 0,

@@ -12,6 +12,7 @@ A failing step raises; nothing after it runs, and `champion` stays where it was.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from cscnn.config import Config
@@ -100,21 +101,50 @@ def refresh_embeddings(day: str, cfg: Config, state: State, out: Path) -> dict:
 
 
 def train_candidate(day: str, cfg: Config, state: State, out: Path) -> dict:
-    """Train on the rolling window that ends the day before `day`; `day` itself is held out for the gate."""
-    from cscnn.training.train import train
+    """Train on the rolling window that ends the day before `day`; `day` itself is held out for the gate.
 
-    world = open_world(state.registry_world).until(day)
-    result = train(world, cfg, Path(out), progress=False)
+    `train.workers` processes on this machine (torchrun), or, with `train.nodes` > 1, a Kubeflow Trainer
+    TrainJob on the cluster; the same worker entry point either way.
+    """
+    from cscnn.training.launch import run_training
+
+    if cfg.train.nodes > 1:
+        card = _train_on_cluster(day, cfg, state, Path(out))
+    else:
+        card = run_training(state.registry_world, cfg, Path(out), until=day)
     summary = {
-        "fingerprint": result.card["fingerprint"],
-        "days": result.card["days"],
-        "val_auc": result.card["val_auc"],
-        "best_epoch": result.best_epoch,
-        "train_seconds": round(result.wall_seconds, 1),
+        "fingerprint": card["fingerprint"],
+        "days": card["days"],
+        "val_auc": card["val_auc"],
+        "best_epoch": card["best_epoch"],
+        "train_seconds": round(card["train_seconds"], 1),
+        "workers": card.get("workers", 1),
     }
-    _log(f"candidate {summary['fingerprint']} trained in {summary['train_seconds']} s on {summary['days']['train']}")
+    _log(
+        f"candidate {summary['fingerprint']} trained in {summary['train_seconds']} s by {summary['workers']} "
+        f"worker(s) on {summary['days']['train']}"
+    )
     mark(state, day, status=DayStatus.TRAINED, candidate=summary)
     return summary
+
+
+def _train_on_cluster(day: str, cfg: Config, state: State, out: Path) -> dict:
+    """Submit the run as a TrainJob, wait, and take its checkpoint from the state volume into `out`."""
+    import uuid
+
+    from cscnn.files import atomic_dir
+    from cscnn.tools import trainjob
+    from cscnn.training.checkpoint import read_card
+    from cscnn.training.launch import worker_args
+
+    name = trainjob.job_name(day, uuid.uuid4().hex[:8])
+    checkpoint = trainjob.checkpoint_dir(state.root, name)
+    body = trainjob.manifest(name, trainjob.namespace(), cfg, worker_args(state.registry_world, cfg, checkpoint, day))
+    _log(f"TrainJob {name}: {cfg.train.nodes} node(s) x {cfg.train.workers} worker(s), {cfg.train.gpus} GPU(s)/node")
+    trainjob.run(body)
+    with atomic_dir(out) as tmp:
+        shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
+    return read_card(out)
 
 
 def champion(cfg: Config, state: State):

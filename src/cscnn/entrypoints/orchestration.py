@@ -27,9 +27,15 @@ THRESHOLDS = {  # DAG param -> config key (cscnn.config.GateConfig)
     "max_auc_drop": "gate.max_auc_drop",
     "max_category_drop": "gate.max_category_drop",
 }
+TRAINING = {  # DAG param -> config key (cscnn.config.TrainConfig): how the candidate trains
+    "train_workers": "train.workers",
+    "train_nodes": "train.nodes",
+    "train_gpus": "train.gpus",
+}
 
 
 GATE_SECTION = "Gate thresholds (empty: the config's value)"
+TRAIN_SECTION = "Training (empty: the config's value)"
 
 
 def _threshold(title: str, meaning: str) -> dict[str, Any]:
@@ -76,6 +82,30 @@ PARAMS: dict[str, dict[str, Any]] = {
     "auc_floor": _threshold("AUC floor", "the candidate's AUC on the eval day must reach this"),
     "max_auc_drop": _threshold("Max AUC drop", "the candidate may trail the champion by at most this"),
     "max_category_drop": _threshold("Max per-category AUC drop", "no category's AUC may drop by more than this"),
+    "train_workers": {
+        "default": None,
+        "type": ["null", "integer"],
+        "minimum": 1,
+        "title": "Training workers",
+        "description": "Data-parallel workers (DDP) per node; the result does not depend on it. Empty: 1.",
+        "section": TRAIN_SECTION,
+    },
+    "train_nodes": {
+        "default": None,
+        "type": ["null", "integer"],
+        "minimum": 1,
+        "title": "Training nodes",
+        "description": "More than 1: the train step runs as a Kubeflow Trainer TrainJob (cluster only). Empty: 1.",
+        "section": TRAIN_SECTION,
+    },
+    "train_gpus": {
+        "default": None,
+        "type": ["null", "integer"],
+        "minimum": 0,
+        "title": "GPUs per training node",
+        "description": "GPUs the training pod(s) request on a cluster (one worker per GPU). Empty: 1.",
+        "section": TRAIN_SECTION,
+    },
     "force_retrain": {
         "default": False,
         "type": "boolean",
@@ -113,22 +143,25 @@ def locations(params: Mapping[str, Any], env: Mapping[str, str], root: Path) -> 
 
 
 def config_overrides(params: Mapping[str, Any]) -> list[str]:
-    """Extra `section.key=value` overrides first, then the threshold fields that are set (they win)."""
+    """Extra `section.key=value` overrides first, then the threshold and training fields that are set (they win)."""
     extra = [item.strip() for item in params.get("overrides") or [] if item and item.strip()]
     for item in extra:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.epochs=3")
-    thresholds = [f"{key}={params[name]}" for name, key in THRESHOLDS.items() if params.get(name) is not None]
-    return extra + thresholds
+    fields = {**THRESHOLDS, **TRAINING}
+    return extra + [f"{key}={params[name]}" for name, key in fields.items() if params.get(name) is not None]
 
 
 def daily_arguments(params: Mapping[str, Any], ds: str | None, env: Mapping[str, str], root: Path) -> dict[str, Any]:
     """The arguments of the "daily" pipeline: the day is the `day` param, else the run's logical date (`ds`)."""
-    return {
+    arguments = {
         "day": check_day(params.get("day") or ds),
         **locations(params, env, root),
         "overrides": config_overrides(params),
     }
+    if params.get("train_gpus") is not None:  # the train step's GPU request, set on its pod
+        arguments["train_gpus"] = int(params["train_gpus"])
+    return arguments
 
 
 def refresh_arguments(params: Mapping[str, Any], env: Mapping[str, str], root: Path) -> dict[str, Any]:
