@@ -138,8 +138,8 @@ _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+
 
 def check_workers(cfg: TrainConfig) -> None:
     """Refuse a worker count that cannot work, before anything starts."""
-    device = cfg.device
-    if device.startswith("cuda") and cfg.workers > 1:
+    uses_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    if uses_cuda and cfg.workers > 1:
         count = torch.cuda.device_count()
         if count and cfg.workers > count:
             raise ConfigError(f"train.workers={cfg.workers} but this machine has {count} GPU(s): one worker per GPU")
