@@ -58,14 +58,16 @@ def refresh_embeddings(day: str, profile: str, overrides: list, state_dir: str, 
 
 
 @component
-def train_candidate(day: str, profile: str, overrides: list, state_dir: str, candidate: Output[Model]) -> None:
-    """Train a candidate end to end on the rolling window before `day`."""
+def train_candidate(
+    day: str, profile: str, overrides: list, state_dir: str, gpus: int, candidate: Output[Model]
+) -> None:
+    """Train a candidate end to end on the rolling window before `day` (`gpus`: what this task's pod requests)."""
     from pathlib import Path
 
     from cscnn.daily import steps
 
     cfg, state = steps.context(profile, overrides, state_dir)
-    summary = steps.train_candidate(day, cfg, state, Path(candidate.path))
+    summary = steps.train_candidate(day, cfg, state, Path(candidate.path), pod_gpus=gpus)
     candidate.metadata.update({"fingerprint": summary["fingerprint"], "val_auc": summary["val_auc"]})
 
 

@@ -49,7 +49,7 @@ def cscnn_daily(
     versioned = shared(c.version_day(landing=landing, **common)).after(validated)
     with dsl.If(versioned.outputs["Output"] == True, name="enough-history"):  # noqa: E712 - a KFP condition
         refresh = on_gpu_node(c.refresh_embeddings(**common))
-        trained = on_gpu_node(c.train_candidate(**common), gpus=train_gpus).after(refresh)
+        trained = on_gpu_node(c.train_candidate(gpus=train_gpus, **common), gpus=train_gpus).after(refresh)
         candidate = trained.outputs["candidate"]
         evaluated = shared(c.evaluate(candidate=candidate, **common))
         decided = shared(c.gate(evaluation=evaluated.outputs["Output"], **common))

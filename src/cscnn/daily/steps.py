@@ -27,6 +27,12 @@ class DataValidationError(CSCNNError):
     """The day's data failed validation: the run stops before anything trains."""
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _log(message: str) -> None:
     print(message, flush=True)
 
@@ -100,13 +106,17 @@ def refresh_embeddings(day: str, cfg: Config, state: State, out: Path) -> dict:
     return result
 
 
-def train_candidate(day: str, cfg: Config, state: State, out: Path) -> dict:
+def train_candidate(day: str, cfg: Config, state: State, out: Path, pod_gpus: int | None = None) -> dict:
     """Train on the rolling window that ends the day before `day`; `day` itself is held out for the gate.
 
     `train.workers` processes on this machine (torchrun), or, with `train.nodes` > 1, a Kubeflow Trainer
-    TrainJob on the cluster; the same worker entry point either way.
+    TrainJob on the cluster; the same worker entry point either way. `pod_gpus`: the GPUs the step's pod
+    requested on a cluster (a mismatch with the workers is reported, not fatal).
     """
     from cscnn.training.launch import run_training
+
+    if pod_gpus and cfg.train.nodes == 1 and pod_gpus != cfg.train.workers and _cuda_available():
+        _log(f"note: this pod has {pod_gpus} GPU(s) and train.workers={cfg.train.workers}: one worker per GPU is best")
 
     if cfg.train.nodes > 1:
         card = _train_on_cluster(day, cfg, state, Path(out))
