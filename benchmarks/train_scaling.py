@@ -1,8 +1,9 @@
 """Training as the data grows and as workers are added: peak memory against the number of days, and one
 against several data-parallel workers. Prints the figures and saves them as JSON.
 
-    # peak RSS of `cscnn train` on bench-shaped worlds of 1x, 4x and 16x the days (one epoch each)
+    # peak RSS of `cscnn train` on bench-shaped worlds of 1x, 4x and 16x the days (one epoch each), or the rows
     python benchmarks/train_scaling.py memory --scales 1,4,16
+    python benchmarks/train_scaling.py memory --scales 1,4,16 --scale-by rows
     # the same with another checkout's code (e.g. the in-memory path before streaming, in a git worktree)
     python benchmarks/train_scaling.py memory --scales 1,4,16 --src /tmp/before/src --label in-memory
 
@@ -41,10 +42,15 @@ CLI = "import sys; from cscnn.entrypoints.cli import app; sys.argv[0] = 'cscnn';
 
 
 def world_for(scale: int, args: argparse.Namespace) -> tuple[Path, list[str]]:
-    """A bench-shaped world with `scale` x the base number of days (the catalogue grows by day too)."""
-    days = args.base_days * scale
-    overrides = [f"world.n_days={days}", f"world.impressions_per_day={args.rows_per_day}"]
-    folder = args.data_root / f"days{days}"
+    """A bench-shaped world with `scale` x the base number of days (the catalogue grows by day too: new ads
+    every day), or `scale` x the rows of each day (`--scale-by rows`: the same days and catalogue)."""
+    days, per_day = args.base_days, args.rows_per_day
+    if args.scale_by == "days":
+        days *= scale
+    else:
+        per_day *= scale
+    overrides = [f"world.n_days={days}", f"world.impressions_per_day={per_day}"]
+    folder = args.data_root / f"days{days}-rows{per_day}"
     generate_world(load_config("bench", overrides=overrides).world, folder)
     return folder, overrides
 
@@ -85,7 +91,7 @@ def memory(args: argparse.Namespace) -> dict:
     for row in rows:
         row["rss_vs_first"] = round(row["peak_rss_mib"] / base, 3)
     print("peak RSS relative to the first scale: " + ", ".join(f"x{r['scale']}: {r['rss_vs_first']:.2f}" for r in rows))
-    return {"label": args.label, "src": args.src or "this checkout", "rows": rows}
+    return {"label": args.label, "scale_by": args.scale_by, "src": args.src or "this checkout", "rows": rows}
 
 
 def workers(args: argparse.Namespace) -> dict:
@@ -121,13 +127,14 @@ def main() -> None:
     parser.add_argument("--base-days", type=int, default=4, help="days of the 1x world (the bench profile's)")
     parser.add_argument("--rows-per-day", type=int, default=25_000)
     parser.add_argument("--scales", default="1,4,16")
+    parser.add_argument("--scale-by", choices=("days", "rows"), default="days", help="memory: what grows")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--src", help="memory: the source tree to run (PYTHONPATH), default this checkout")
     parser.add_argument("--label", default="streamed")
     parser.add_argument("--set", action="append", help="extra config override for the training runs")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/train_scaling_<what>[_<label>].json")
     args = parser.parse_args()
-    suffix = f"_{args.label}" if args.what == "memory" else ""
+    suffix = f"_{args.scale_by}_{args.label}" if args.what == "memory" else ""
     out = args.out or Path(f"benchmarks/results/train_scaling_{args.what}{suffix}.json")
     result = memory(args) if args.what == "memory" else workers(args)
     result |= {

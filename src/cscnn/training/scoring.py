@@ -18,7 +18,7 @@ from cscnn.training.features import EncodedSplit, FeatureEncoder
 from cscnn.training.metrics import summarize
 from cscnn.training.stream import encoded_chunks
 
-PREDICT_BATCH = 8192
+PREDICT_BATCH = 2048  # rows scored at a time; the CNN sees their unique images (memory: like a training step)
 
 
 @torch.no_grad()
