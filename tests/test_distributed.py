@@ -119,3 +119,30 @@ def test_one_process_with_no_launcher_is_rank_zero_of_one():
     assert distributed.local_slice(10, distributed.Ranks(1, 3)) == slice(3, 6)
     assert [distributed.local_slice(5, distributed.Ranks(r, 2)) for r in (0, 1)] == [slice(0, 2), slice(2, 5)]
     assert "WORLD_SIZE" not in os.environ or os.environ["WORLD_SIZE"] == "1"
+
+
+def test_the_image_cache_serves_what_decoding_everything_serves(tiny_world):
+    from cscnn.errors import ImageError
+    from cscnn.training.features import CachedImages, image_bank
+
+    world = open_world(tiny_world)
+    encoder = fit_encoder(world, world.days[:2], 1000)
+    eager = image_bank(world, encoder, 32)
+    cache = CachedImages(world, encoder, 32, capacity=8)
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # batches of up to 8 distinct rows (the capacity), with repeats
+        rows = torch.from_numpy(rng.choice(len(eager), size=12, replace=True) % 8 + rng.integers(0, len(eager) - 8))
+        images, categories = cache.fetch(rows)
+        torch.testing.assert_close(images, eager.images[rows])
+        torch.testing.assert_close(categories, eager.categories[rows])
+    assert len(cache._row) <= 8 and cache.decoded < 20 * 12  # bounded, and hits were served from memory
+    wide = torch.arange(20)  # more distinct rows than the cache holds: decoded, still right
+    torch.testing.assert_close(cache.fetch(wide)[0], eager.images[wide])
+    broken = tiny_world.parent / "broken-world"
+    import shutil
+
+    shutil.copytree(tiny_world, broken)
+    first = world.items["image"].iloc[3]
+    (broken / "images" / first).write_bytes(b"not a png")
+    with pytest.raises(ImageError, match=r"items\.parquet row 3"):
+        CachedImages(open_world(broken), encoder, 32, capacity=8).fetch(torch.tensor([3]))

@@ -8,7 +8,6 @@ category, for which CSCNN falls back to the mean category prior.
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,17 +148,21 @@ class CachedImages:
     """The catalogue's images decoded on demand, at most `capacity` of them kept (least recently used out).
 
     What the training loop and the embedding table use instead of decoding the whole catalogue up front:
-    memory is the cache, whatever the catalogue's size. `fetch(rows)` returns the images and 1-based
-    categories of catalogue rows, like `ImageBank`; a bad file raises ImageError naming it and its row.
+    memory is the cache (plus one int per catalogue row), whatever the catalogue's size. `fetch(rows)`
+    returns the images and 1-based categories of catalogue rows, like `ImageBank`; hits are one vectorised
+    gather, misses are decoded; a bad file raises ImageError naming it and its row.
     """
 
     def __init__(self, world: World, encoder: FeatureEncoder, image_size: int, capacity: int) -> None:
         self.files = [Path(world.images_dir) / name for name in world.items["image"]]
         self.item_ids = world.items["item_id"].to_numpy()
         self.categories = torch.from_numpy(encoder.category_index(world.items["category"]))
-        self.size, self.capacity = image_size, max(1, capacity)
+        self.size, self.capacity = image_size, max(1, min(capacity, len(self.files)))
         self._pixels = np.empty((0, 3, image_size, image_size), dtype=np.uint8)  # grows up to `capacity` slots
-        self._slot_of: OrderedDict[int, int] = OrderedDict()  # catalogue row -> slot, least recent first
+        self._slot = np.full(len(self.files), -1, dtype=np.int64)  # catalogue row -> slot, -1: not cached
+        self._row = np.empty(0, dtype=np.int64)  # slot -> catalogue row
+        self._used = np.empty(0, dtype=np.int64)  # slot -> last fetch that used it
+        self._clock = 0
         self.decoded = 0  # images decoded so far (misses)
 
     def __len__(self) -> int:
@@ -167,31 +170,46 @@ class CachedImages:
 
     def fetch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         wanted = rows.cpu().numpy()
-        slots = np.fromiter((self._slot(int(row)) for row in wanted), dtype=np.int64, count=len(wanted))
+        if len(np.unique(wanted)) > self.capacity:  # more than the cache holds: decode them, keep none
+            images = torch.from_numpy(np.stack([self._decode(int(row)) for row in wanted]))
+            return images.to(rows.device), self.categories[rows.cpu()].to(rows.device)
+        missing = np.unique(wanted[self._slot[wanted] < 0])
+        if len(missing):
+            self._load(missing, keep=np.unique(self._slot[wanted][self._slot[wanted] >= 0]))
+        slots = self._slot[wanted]
+        self._clock += 1
+        self._used[slots] = self._clock
         images = torch.from_numpy(self._pixels[slots])
         return images.to(rows.device), self.categories[rows.cpu()].to(rows.device)
 
-    def _slot(self, row: int) -> int:
-        slot = self._slot_of.get(row)
-        if slot is not None:
-            self._slot_of.move_to_end(row)
-            return slot
-        if len(self._slot_of) < self.capacity:
-            slot = len(self._slot_of)
-            if slot >= len(self._pixels):
-                grown = min(self.capacity, max(64, 2 * len(self._pixels)))
-                self._pixels = np.concatenate(
-                    [self._pixels, np.empty((grown - len(self._pixels), *self._pixels.shape[1:]), np.uint8)]
-                )
+    def _load(self, rows: np.ndarray, keep: np.ndarray) -> None:
+        """Decode `rows` into free slots, else into the least recently used ones not in `keep` (this fetch's)."""
+        free = self.capacity - len(self._row)
+        grow = min(free, len(rows))
+        if grow:
+            start = len(self._row)
+            self._pixels = np.concatenate([self._pixels, np.empty((grow, *self._pixels.shape[1:]), np.uint8)])
+            self._row = np.concatenate([self._row, np.full(grow, -1)])
+            self._used = np.concatenate([self._used, np.zeros(grow, dtype=np.int64)])
+            slots = np.arange(start, start + grow)
         else:
-            _, slot = self._slot_of.popitem(last=False)
+            slots = np.empty(0, dtype=np.int64)
+        if len(rows) > grow:
+            ticks = self._used.copy()
+            ticks[keep] = ticks[slots] = np.iinfo(np.int64).max  # never evict what this fetch needs or just got
+            victims = np.argpartition(ticks, len(rows) - grow - 1)[: len(rows) - grow]
+            self._slot[self._row[victims]] = -1
+            slots = np.concatenate([slots, victims])
+        for row, slot in zip(rows, slots, strict=True):
+            self._pixels[slot] = self._decode(int(row))
+            self._slot[row], self._row[slot] = slot, row
+
+    def _decode(self, row: int) -> np.ndarray:
+        self.decoded += 1
         try:
-            self._pixels[slot] = load_image(self.files[row], self.size)
+            return load_image(self.files[row], self.size)
         except ImageError as exc:
             raise ImageError(f"{exc} (item {self.item_ids[row]!r}, items.parquet row {row})") from exc
-        self.decoded += 1
-        self._slot_of[row] = slot
-        return slot
 
 
 def cached_images(world: World, encoder: FeatureEncoder, cfg: Config) -> CachedImages:
