@@ -63,6 +63,7 @@ def test_the_shuffle_buffer_yields_every_row_once_in_a_seeded_order(tiny_world):
     assert not np.array_equal(ids, everything)  # shuffled, not read order
 
 
+@pytest.mark.slow  # torchrun: real worker processes
 def test_two_gloo_workers_train_the_same_model_as_one(tiny_world, tmp_path):
     """Two processes, each with half of every global batch, all-reducing gradients: the same parameters as
     one process on the whole batch. Two models trained side by side on halves would not match."""
@@ -82,6 +83,7 @@ def test_two_gloo_workers_train_the_same_model_as_one(tiny_world, tmp_path):
     assert card_one["best_epoch"] == card_two["best_epoch"]
 
 
+@pytest.mark.slow  # torchrun: real worker processes
 def test_the_embedding_table_sharded_over_workers_is_the_single_table(tiny_world, tmp_path):
     model = tmp_path / "model"
     launch.run_training(tiny_world, load_config("tiny", overrides=["train.epochs=1"]), model)
@@ -93,6 +95,7 @@ def test_the_embedding_table_sharded_over_workers_is_the_single_table(tiny_world
     )
 
 
+@pytest.mark.slow  # torchrun: real worker processes
 def test_a_dead_rank_ends_the_job_with_an_error_naming_it(tiny_world, tmp_path):
     cfg = load_config("tiny", overrides=["train.dist_timeout_s=30"])
     args = launch.worker_args(tiny_world, cfg, tmp_path / "model")
