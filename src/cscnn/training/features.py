@@ -173,10 +173,10 @@ class CachedImages:
         if len(np.unique(wanted)) > self.capacity:  # more than the cache holds: decode them, keep none
             images = torch.from_numpy(np.stack([self._decode(int(row)) for row in wanted]))
             return images.to(rows.device), self.categories[rows.cpu()].to(rows.device)
-        missing = np.unique(wanted[self._slot[wanted] < 0])
-        if len(missing):
-            self._load(missing, keep=np.unique(self._slot[wanted][self._slot[wanted] >= 0]))
         slots = self._slot[wanted]
+        if (slots < 0).any():
+            self._load(np.unique(wanted[slots < 0]), keep=np.unique(slots[slots >= 0]))
+            slots = self._slot[wanted]
         self._clock += 1
         self._used[slots] = self._clock
         images = torch.from_numpy(self._pixels[slots])

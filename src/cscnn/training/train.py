@@ -19,7 +19,7 @@ from cscnn.errors import ConfigError
 from cscnn.models import Batch, CTRModel
 from cscnn.models.ctr import ImageSource
 from cscnn.training import distributed
-from cscnn.training.checkpoint import build_model, save_checkpoint
+from cscnn.training.checkpoint import build_model, read_card, save_checkpoint
 from cscnn.training.features import CachedImages, DaySplit, FeatureEncoder, cached_images, split_days
 from cscnn.training.metrics import auc
 from cscnn.training.scoring import score_days
@@ -191,8 +191,9 @@ def train(
     """
     started = time.perf_counter()
     variant = get_variant(cfg.model.variant)
-    with distributed.process_group(cfg.train, select_device(cfg.train.device)) as ranks:
-        device = distributed.device_for(ranks, select_device(cfg.train.device))
+    chosen = select_device(cfg.train.device)
+    with distributed.process_group(cfg.train, chosen) as ranks:
+        device = distributed.device_for(ranks, chosen)
         torch.set_num_threads(_threads(cfg, ranks))
         rng = seed_everything(cfg.train.seed)
         prepared = prepared or prepare(world, cfg, images=variant.uses_images)
@@ -250,8 +251,6 @@ def _save(run: Run, result: TrainResult, world: World, out: Path) -> dict:
         run.model.to(run.device)
     distributed.barrier(run.ranks)
     if not run.ranks.is_main:
-        from cscnn.training.checkpoint import read_card
-
         card = read_card(out)
     return card
 
