@@ -129,6 +129,7 @@ DAMAGE = {
     "corrupt_image": ("images", "expect_column_values_to_be_in_set", "image_ok", "cannot decode"),
     "missing_image": ("images", "expect_column_values_to_be_in_set", "image_ok", "not found"),
     "category_drift": ("impressions", "expect_column_kl_divergence_to_be_less_than", "category", "observed"),
+    "look_ahead_item": ("impressions", "expect_column_values_to_be_null", "item_available_from_later", "1 of 600"),
 }
 
 
@@ -160,6 +161,13 @@ def _damage(kind: str, world: Path) -> str | None:
         pool = items.loc[items["category"] == items["category"].iloc[0], "item_id"].to_numpy()
         slot = df.groupby("request_id").cumcount().to_numpy()
         df["item_id"] = pool[slot % len(pool)]
+    elif kind == "look_ahead_item":
+        # one impression shows an ad that only enters the catalogue after the day (it is in items.parquet)
+        late = items.loc[items[schema.AVAILABLE_FROM] > DAY, "item_id"]
+        late = late[~late.isin(df.loc[df["request_id"] == df.at[5, "request_id"], "item_id"])].iloc[0]
+        df.loc[5, "item_id"] = late
+        _write_day(world, df)
+        return str(late)
     _write_day(world, df)
     return None
 

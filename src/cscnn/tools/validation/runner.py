@@ -36,7 +36,7 @@ from cscnn.tools.validation.report import (
     _failures,
     _json_safe,
 )
-from cscnn.tools.validation.suite import contract_expectations, day_expectations, image_expectations
+from cscnn.tools.validation.suite import LOOK_AHEAD, contract_expectations, day_expectations, image_expectations
 
 DOCS_DIR = "data_docs"
 GX_DIR = "gx"
@@ -67,7 +67,7 @@ def validate_day(
     items, users, failures = _read_catalogue(world_dir)
     skipped: list[str] = []
     item_category = _item_categories(items)
-    frame = _impressions_frame(impressions, items, users, item_category)
+    frame = _impressions_frame(impressions, items, users, item_category, day)
     statistics = _statistics(impressions, frame, items, users, item_category)
     expected_mix, drift = _previous_mix(world_dir, previous_day, item_category, cfg.max_category_drift)
     statistics["drift"] = drift
@@ -165,7 +165,7 @@ def _item_categories(items: pd.DataFrame) -> pd.Series:
 
 
 def _impressions_frame(
-    impressions: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, item_category: pd.Series
+    impressions: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, item_category: pd.Series, day: str
 ) -> pd.DataFrame:
     """The impressions as GX sees them: the raw columns plus the derived ones the day-level checks need."""
     known_items = items["item_id"] if "item_id" in items.columns else pd.Series(dtype=object)
@@ -173,10 +173,27 @@ def _impressions_frame(
     frame = _for_gx(impressions, schema.IMPRESSIONS)
     if "item_id" in frame.columns:
         frame["item_id_in_items"] = frame["item_id"].isin(known_items)
+        frame[LOOK_AHEAD] = _not_available_until(frame["item_id"], items, day)
         frame["category"] = frame["item_id"].map(item_category).astype(object)
     if "user_id" in frame.columns:
         frame["user_id_in_users"] = frame["user_id"].isin(known_users)
     return frame
+
+
+def _not_available_until(item_ids: pd.Series, items: pd.DataFrame, day: str) -> pd.Series:
+    """The item's `available_from` where it is after `day` ("never" where it is empty), else None: the look-ahead
+    an impression must not have. Versioning keeps an item from that day on (`available_from[:10] <= day`; an
+    empty one never), so such an impression would break training on the versioned world. Unknown items are
+    `item_id_in_items`'s failure."""
+    out = pd.Series(None, index=item_ids.index, dtype=object)
+    if not {"item_id", schema.AVAILABLE_FROM} <= set(items.columns):
+        return out
+    since = items.drop_duplicates("item_id").set_index("item_id")[schema.AVAILABLE_FROM]
+    first_day = since.astype("string").str.slice(0, 10).fillna("never")
+    shown_since = item_ids.map(first_day).astype("string")
+    late = ((shown_since > day) | (shown_since == "never")).fillna(False).to_numpy(dtype=bool)
+    out[late] = shown_since[late].astype(object)
+    return out
 
 
 def _statistics(
@@ -190,6 +207,7 @@ def _statistics(
         "n_users": len(users),
         "unknown_item_rows": int((~frame["item_id_in_items"]).sum()) if "item_id_in_items" in frame else None,
         "unknown_user_rows": int((~frame["user_id_in_users"]).sum()) if "user_id_in_users" in frame else None,
+        "look_ahead_rows": int(frame[LOOK_AHEAD].notna().sum()) if LOOK_AHEAD in frame else None,
     }
 
 

@@ -2,7 +2,8 @@
 
 `contract_expectations` loops over a TableSpec's columns (existence, nulls, types, allowed values, ranges, the
 key); `day_expectations` adds the impression checks the contract cannot express column by column (mean CTR,
-every `ts` on the day, known item and user ids, the category mix against the previous day); and
+every `ts` on the day, known item and user ids, no item shown before its `available_from` day, the category mix
+against the previous day); and
 `image_expectations` checks that every catalogue image decodes. Thresholds come from `ValidationConfig`.
 
 String and timestamp columns are type-checked value by value (`str`, `Timestamp`), numeric ones by dtype (see
@@ -19,6 +20,8 @@ from cscnn.data import schema
 # dtype names GX compares numeric columns against (string/timestamp columns are checked value by value).
 _INT_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"]
 _FLOAT_TYPES = ["float16", "float32", "float64", *_INT_TYPES[:-1]]
+# Derived impressions column: the item's `available_from` where it is later than the day (None: no look-ahead).
+LOOK_AHEAD = "item_available_from_later"
 _VALUE_TYPES = {"string": ["str"], "timestamp": ["Timestamp"], "int": _INT_TYPES, "float": _FLOAT_TYPES}
 
 
@@ -64,6 +67,10 @@ def day_expectations(day: str, cfg: ValidationConfig, expected_mix: dict[str, fl
         ),
         gxe.ExpectColumnValuesToBeInSet(
             column="user_id_in_users", value_set=[True], description=f"user_id is in {schema.USERS_FILE}"
+        ),
+        gxe.ExpectColumnValuesToBeNull(
+            column=LOOK_AHEAD,
+            description=f"no item is shown before its {schema.AVAILABLE_FROM} day (look-ahead): {day} or earlier",
         ),
     ]
     if expected_mix is not None:
