@@ -1,11 +1,12 @@
 """One lightweight KFP component per step of `cscnn.daily.steps`.
 
 Each component imports inside its body (it runs in its own process: a pod on a cluster, a subprocess
-under `kfp.local`) and calls one library function; the logic lives in the library, never here. Small
-results travel as parameters, files and decisions as artifacts. The state folder (`state_dir`: MLflow's
-SQLite file, the data registry and its versioned world, status files) is a shared volume on a cluster
-and a local folder here. Branch conditions come from single return values (`Output`): kfp.local cannot
-resolve a condition on a field of a NamedTuple output.
+under `kfp.local`) and calls one library function inside `steps.running(<its task name>, ...)`, which records
+the step in the day's status and, when it raises, `failed` (`rejected` for a data error) with the error; the
+logic lives in the library, never here. Small results travel as parameters, files and decisions as artifacts.
+The state folder (`state_dir`: MLflow's SQLite file, the data registry and its versioned world, status files)
+is a shared volume on a cluster and a local folder here. Branch conditions come from single return values
+(`Output`): kfp.local cannot resolve a condition on a field of a NamedTuple output.
 """
 
 from kfp import dsl
@@ -25,8 +26,8 @@ def validate_day(
 
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    steps.validate(Path(landing), day, cfg, state, Path(report.path))
+    with steps.running("validate-day", day, profile, overrides, state_dir) as (cfg, state):
+        steps.validate(Path(landing), day, cfg, state, Path(report.path))
 
 
 @component
@@ -39,11 +40,11 @@ def version_day(
 
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    version = steps.version(Path(landing), day, cfg, state)
-    Path(data_version.path).write_text(json.dumps(version, default=str))
-    data_version.metadata.update({"tag": version["tag"], "commit": version["commit"]})
-    return bool(version["ready"])
+    with steps.running("version-day", day, profile, overrides, state_dir) as (cfg, state):
+        version = steps.version(Path(landing), day, cfg, state)
+        Path(data_version.path).write_text(json.dumps(version, default=str))
+        data_version.metadata.update({"tag": version["tag"], "commit": version["commit"]})
+        return bool(version["ready"])
 
 
 @component
@@ -53,8 +54,8 @@ def refresh_embeddings(day: str, profile: str, overrides: list, state_dir: str, 
 
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    return steps.refresh_embeddings(day, cfg, state, Path(table.path))["refreshed"]
+    with steps.running("refresh-embeddings", day, profile, overrides, state_dir) as (cfg, state):
+        return steps.refresh_embeddings(day, cfg, state, Path(table.path))["refreshed"]
 
 
 @component
@@ -66,9 +67,9 @@ def train_candidate(
 
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    summary = steps.train_candidate(day, cfg, state, Path(candidate.path), pod_gpus=gpus)
-    candidate.metadata.update({"fingerprint": summary["fingerprint"], "val_auc": summary["val_auc"]})
+    with steps.running("train-candidate", day, profile, overrides, state_dir) as (cfg, state):
+        summary = steps.train_candidate(day, cfg, state, Path(candidate.path), pod_gpus=gpus)
+        candidate.metadata.update({"fingerprint": summary["fingerprint"], "val_auc": summary["val_auc"]})
 
 
 @component
@@ -80,12 +81,12 @@ def evaluate(
 
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    result = steps.evaluate(Path(candidate.path), day, cfg, state)
-    metrics.log_metric("candidate_auc", result["candidate"]["auc"])
-    if "champion" in result:
-        metrics.log_metric("champion_auc", result["champion"]["auc"])
-    return result
+    with steps.running("evaluate", day, profile, overrides, state_dir) as (cfg, state):
+        result = steps.evaluate(Path(candidate.path), day, cfg, state)
+        metrics.log_metric("candidate_auc", result["candidate"]["auc"])
+        if "champion" in result:
+            metrics.log_metric("champion_auc", result["champion"]["auc"])
+        return result
 
 
 @component
@@ -96,11 +97,11 @@ def gate(evaluation: dict, day: str, profile: str, overrides: list, state_dir: s
 
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    result = steps.gate(evaluation, day, cfg, state)
-    Path(decision.path).write_text(json.dumps(result, indent=2))
-    decision.metadata.update({"passed": result["passed"], "reasons": result["reasons"]})
-    return bool(result["passed"])
+    with steps.running("gate", day, profile, overrides, state_dir) as (cfg, state):
+        result = steps.gate(evaluation, day, cfg, state)
+        Path(decision.path).write_text(json.dumps(result, indent=2))
+        decision.metadata.update({"passed": result["passed"], "reasons": result["reasons"]})
+        return bool(result["passed"])
 
 
 @component
@@ -122,18 +123,18 @@ def register(
 
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    return steps.register(
-        Path(candidate.path),
-        day,
-        evaluation,
-        json.loads(Path(decision.path).read_text()),
-        json.loads(Path(data_version.path).read_text())["tag"],
-        Path(validation.path),
-        cfg,
-        state,
-        Path(work.path),
-    )
+    with steps.running("register", day, profile, overrides, state_dir) as (cfg, state):
+        return steps.register(
+            Path(candidate.path),
+            day,
+            evaluation,
+            json.loads(Path(decision.path).read_text()),
+            json.loads(Path(data_version.path).read_text())["tag"],
+            Path(validation.path),
+            cfg,
+            state,
+            Path(work.path),
+        )
 
 
 @component
@@ -145,8 +146,8 @@ def publish_table(
 
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    return steps.publish_table(ref, Path(candidate.path), day, cfg, state, Path(table.path))
+    with steps.running("publish-table", day, profile, overrides, state_dir) as (cfg, state):
+        return steps.publish_table(ref, Path(candidate.path), day, cfg, state, Path(table.path))
 
 
 @component
@@ -154,8 +155,8 @@ def package_service(ref: dict, day: str, profile: str, overrides: list, state_di
     """Build the bento and check the packaged service loads this version and answers a canned request."""
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    return steps.package(ref, day, cfg, state)
+    with steps.running("package-service", day, profile, overrides, state_dir) as (cfg, state):
+        return steps.package(ref, day, cfg, state)
 
 
 @component
@@ -163,8 +164,8 @@ def promote(ref: dict, day: str, profile: str, overrides: list, state_dir: str) 
     """Move the alias `champion`; the service picks the new version up without a restart."""
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    return steps.promote(ref, day, cfg, state)
+    with steps.running("promote", day, profile, overrides, state_dir) as (cfg, state):
+        return steps.promote(ref, day, cfg, state)
 
 
 @component
@@ -175,5 +176,5 @@ def keep_champion(decision: Input[Artifact], day: str, profile: str, overrides: 
 
     from cscnn.daily import steps
 
-    cfg, state = steps.context(profile, overrides, state_dir)
-    return steps.not_promoted(day, json.loads(Path(decision.path).read_text()), cfg, state)
+    with steps.running("keep-champion", day, profile, overrides, state_dir) as (cfg, state):
+        return steps.not_promoted(day, json.loads(Path(decision.path).read_text()), cfg, state)

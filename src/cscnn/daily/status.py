@@ -6,6 +6,11 @@ file per day in the state folder (`State.day_status_file`), replaced atomically 
 
     started -> validated -> versioned -> trained -> evaluated -> promoted | not_promoted
                    \\-> rejected        \\-> waiting_for_history
+    any step that raises -> failed (rejected for a data error), with the step's name and the error
+
+Every pipeline step runs inside `cscnn.daily.faults.failing_step`, which records the step while it runs
+(`running`: which process) and, when it raises, the outcome; `faults.as_reported` reads a record whose running
+process is gone as interrupted.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from cscnn.state import State
 class DayStatus(enum.StrEnum):
     STARTED = "started"
     VALIDATED = "validated"
-    REJECTED = "rejected"  # failed data validation: nothing was versioned or trained
+    REJECTED = "rejected"  # the day's data was refused (validation, or a data contract error in a later step)
+    FAILED = "failed"  # a step raised or its process died: `step` and `error` say which and why
     VERSIONED = "versioned"
     WAITING_FOR_HISTORY = "waiting_for_history"  # versioned, but too few days to train on yet
     TRAINED = "trained"
@@ -44,6 +50,16 @@ IN_PROGRESS = frozenset(
     }
 )
 DECIDED = frozenset({DayStatus.PROMOTED, DayStatus.NOT_PROMOTED})  # the gate decided; rerun only when forced
+
+
+class Running(TypedDict):
+    """The process running a step of the day now (`cscnn.daily.faults.failing_step`); cleared when it ends."""
+
+    step: str
+    pid: int
+    host: str
+    since: str  # UTC, ISO seconds
+    process_start: str | None  # its start time (Linux /proc), so that a reused pid is not taken for it
 
 
 class Failure(TypedDict, total=False):
@@ -119,7 +135,10 @@ class DayRecord:
     mlflow_run: str | None = None
     package: Package | None = None
     champion: str | None = None  # the champion version once the day is decided
-    error: str | None = None
+    step: str | None = None  # the pipeline step running, or the last one entered (the failed one when `error`)
+    running: Running | None = None  # who runs `step` now; left behind by a process that died in it
+    error: str | None = None  # one line: why the last run failed (`ExceptionType: message`)
+    retryable: bool | None = None  # False: a data or configuration error, which a retry cannot fix
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DayRecord:
@@ -145,6 +164,11 @@ class DayRecord:
     def gate_passed(self) -> bool | None:
         return None if self.gate is None else bool(self.gate.get("passed"))
 
+    @property
+    def failed(self) -> bool:
+        """The last run of the day ended in an error (a decided day keeps its decision; `error` says why)."""
+        return self.error is not None
+
 
 def read(state: State, day: str) -> DayRecord:
     path = state.day_status_file(day)
@@ -155,13 +179,14 @@ def mark(state: State, day: str, **fields: Any) -> DayRecord:
     """Merge `fields` (names of `DayRecord` fields; a typo is a TypeError) into the day's record.
 
     A day the gate already decided keeps that decision while a later run (a forced rerun, the embedding
-    refresh) is in progress; the rerun's own decision, or a rejection, replaces it.
+    refresh) is in progress, and when that run fails (its `error` is recorded); the rerun's own decision, or a
+    rejection, replaces it.
     """
     record = read(state, day)
     new_status = fields.get("status")
     if new_status is not None:
         fields["status"] = DayStatus(new_status)
-        if fields["status"] in IN_PROGRESS and record.decided:
+        if fields["status"] in IN_PROGRESS | {DayStatus.FAILED} and record.decided:
             del fields["status"]
     record = dataclasses.replace(record, **fields, updated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     write_json(state.day_status_file(day), record.to_dict())
@@ -176,8 +201,8 @@ def skip_reason(record: DayRecord, force: bool) -> str | None:
 
 
 def rejected_by_this_run(before: DayRecord, after: DayRecord) -> bool:
-    """This run's validation rejected the day (not a stale mark from an earlier run): never transient."""
-    return after.status == DayStatus.REJECTED and after.updated != before.updated
+    """This run rejected the day's data (not a stale mark from an earlier run): never transient."""
+    return after.status == DayStatus.REJECTED and after != before
 
 
 def format_failures(record: DayRecord) -> list[str]:
@@ -217,7 +242,12 @@ def report(record: DayRecord) -> str:
         lines.append(f"candidate: model version {record.candidate_version} (MLflow run {record.mlflow_run})")
     if record.decided:
         lines.append(f"champion: {'v' + str(record.champion) if record.champion else 'none yet'}")
+    if record.running:
+        run = record.running
+        lines.append(f"running: step {run['step']} (pid {run['pid']} on {run['host']} since {run['since']})")
     if record.error:
+        retry = {False: " (not retried: fix the data or the configuration)", True: ""}.get(record.retryable, "")
+        lines.append(f"failed step: {record.step or '-'}{retry}")
         lines.append(f"error: {record.error}")
     return "\n".join(lines)
 
@@ -235,6 +265,8 @@ def summary(record: DayRecord) -> dict[str, Any]:
         "champion": record.champion,
         "data_version": record.data_version,
         "data_docs": (record.validation or {}).get("docs"),
+        "failed_step": record.step if record.error else None,
+        "error": record.error,
     }
 
 

@@ -12,19 +12,22 @@ A failing step raises; nothing after it runs, and `champion` stays where it was.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from cscnn.config import Config
+from cscnn.daily.faults import failing_step
 from cscnn.daily.status import DayStatus, mark
 from cscnn.data.io import list_days, open_world
-from cscnn.errors import CSCNNError
+from cscnn.errors import DataContractError
 from cscnn.files import write_json
 from cscnn.state import State
 
 
-class DataValidationError(CSCNNError):
-    """The day's data failed validation: the run stops before anything trains."""
+class DataValidationError(DataContractError):
+    """The day's data failed validation: the run stops before anything trains (a data error: not retried)."""
 
 
 def _cuda_available() -> bool:
@@ -50,7 +53,12 @@ def validate(landing: Path, day: str, cfg: Config, state: State, out: Path) -> d
 
     previous = previous_accepted_day(landing, day, state)
     mark(state, day, status=DayStatus.STARTED, error=None)
-    report = validate_day(Path(landing), day, Path(out), cfg.validation, previous_day=previous)
+    try:
+        report = validate_day(Path(landing), day, Path(out), cfg.validation, previous_day=previous)
+    except DataContractError as exc:  # the day's file is missing or not Parquet: nothing could be checked
+        failure = {"table": "impressions", "expectation": "file_readable", "column": None, "details": str(exc)}
+        mark(state, day, status=DayStatus.REJECTED, validation={"success": False, "failures": [failure], "docs": "-"})
+        raise DataValidationError(f"day {day} failed validation; nothing was trained: {exc}") from exc
     _log(report.summary())
     fields = {"validation": {"success": report.success, "failures": report.failures, "docs": str(report.docs_path)}}
     if not report.success:
@@ -260,7 +268,7 @@ def register(
         cfg=cfg,
         artifacts=artifacts,
         input_example=example,
-        tags={"day": day, "gate": "passed" if decision["passed"] else "failed"},
+        tags={"day": day, "gate": "pass" if decision["passed"] else "fail"},
     )
     _log(f"registered {ref.name} v{ref.version} (alias challenger), MLflow run {ref.run_id}")
     mark(state, day, candidate_version=ref.version, mlflow_run=ref.run_id)
@@ -313,6 +321,16 @@ def not_promoted(day: str, decision: dict, cfg: Config, state: State) -> dict:
     version = current.version if current else None
     mark(state, day, status=DayStatus.NOT_PROMOTED, champion=version)
     return {"champion": version, "reasons": decision.get("reasons", [])}
+
+
+@contextlib.contextmanager
+def running(step: str, day: str, profile: str, overrides: list[str], state_dir: str) -> Iterator[tuple[Config, State]]:
+    """What every pipeline component runs its step in: the run's config and state, with the step recorded in
+    the day's status (`faults.failing_step`), so a step that raises, config loading included, leaves `failed`
+    (`rejected` for a data error) with its name and the error."""
+    state = State.from_env(state_dir or None)
+    with failing_step(state, day, step):
+        yield context(profile, overrides, state_dir)
 
 
 def context(profile: str, overrides: list[str], state_dir: str) -> tuple[Config, State]:

@@ -203,22 +203,35 @@ def run_day(pipeline: str, arguments: dict[str, Any], force: bool = False, skip_
     try:
         result = run_pipeline(pipeline, arguments)
     except Exception as exc:
-        after = status.read(state, day)
-        if status.rejected_by_this_run(before, after):
-            failures = "\n".join(status.format_failures(after))
-            docs = (after.validation or {}).get("docs")
-            raise DayRejected(
-                f"day {day} rejected by data validation (not retried; nothing was trained):\n{failures}\n"
-                f"data docs: {docs}"
-            ) from exc
-        raise
+        raise run_failure(state, day, before, exc) from exc
     print(f"pipeline finished: {result}", flush=True)
     return {"arguments": arguments, "run": result}
+
+
+def run_failure(state: State, day: str, before: status.DayRecord, exc: Exception) -> Exception:
+    """What a failed pipeline run raises, from the day's record (`faults.record_run_failure` fills in a step
+    that died without recording): DayRejected for rejected data and NotRetryable for a data or configuration
+    error (Airflow fails the task at once), RuntimeError naming the failed step and its error otherwise."""
+    from cscnn.daily import faults
+
+    after = faults.record_run_failure(state, day, before, exc)
+    if status.rejected_by_this_run(before, after):
+        failures = "\n".join(status.format_failures(after)) or f"  {after.error}"
+        docs = (after.validation or {}).get("docs") or "-"
+        return DayRejected(
+            f"day {day} rejected at step {after.step} (not retried; nothing was trained):\n{failures}\n"
+            f"data docs: {docs}"
+        )
+    if after.retryable is False:
+        return NotRetryable(f"day {day} failed at step {after.step} (not retried): {after.error}")
+    return RuntimeError(f"day {day} failed at step {after.step or '-'}: {after.error}")
 
 
 def report(trigger: Mapping[str, Any]) -> dict[str, Any]:
     """Print the day's record for operators; return its summary (the report task's XCom)."""
     arguments = trigger["arguments"]
-    record = status.read(State.from_env(arguments["state_dir"]), arguments["day"])
+    from cscnn.daily import faults
+
+    record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
     print(status.report(record), flush=True)
     return status.summary(record)

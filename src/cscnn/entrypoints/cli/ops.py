@@ -87,7 +87,7 @@ def daily_run(
             raise CSCNNError(f"unknown pipeline {pipeline!r}; choose from {list(orchestration.PIPELINES)}")
         orchestration.check_day(day)
         orchestration.run_day(pipeline, arguments, force, "pass --force to run it again")
-    except (orchestration.DayRejected, RuntimeError) as exc:
+    except (orchestration.NotRetryable, RuntimeError) as exc:  # rejected data, a failed step, bad config
         typer.secho(f"pipeline failed: {exc}", fg=typer.colors.RED, err=True)
         print_json(status.read(st, day).to_dict())
         raise typer.Exit(code=1) from None
@@ -98,11 +98,17 @@ def daily_run(
 
 @daily_app.command("status")
 def daily_status(day: Annotated[str, typer.Option(help="Day (YYYY-MM-DD).")], state: StateDir = None) -> None:
-    """What the daily run decided for a day (validation, data version, gate, model versions)."""
-    from cscnn.daily import status
+    """What the daily run decided for a day (validation, data version, gate, model versions) as JSON; when its
+    last run failed, also one line on stderr: the step, the error and whether a retry can help. A step whose
+    process is gone without recording an outcome reads as failed (interrupted)."""
+    from cscnn.daily import faults, status
     from cscnn.state import State
 
-    print_json(status.read(State.from_env(state), day).to_dict())
+    record = faults.as_reported(status.read(State.from_env(state), day))
+    print_json(record.to_dict())
+    line = faults.failure_line(record)
+    if line:
+        typer.secho(line, fg=typer.colors.RED, err=True)
 
 
 pipeline_app = typer.Typer(help="The Kubeflow pipelines (kfp_pipelines/).", no_args_is_help=True)

@@ -132,7 +132,7 @@ def _details(result: Any, present: list[str], columns: list[str]) -> str:
         if observed is None and config.type == "expect_column_kl_divergence_to_be_less_than":
             observed = "inf"
         return f"observed {observed}{expected}"
-    return f"failed{expected}"
+    return f"not met{expected}"
 
 
 def _passed_text(result: Any) -> str:
