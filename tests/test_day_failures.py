@@ -229,3 +229,20 @@ def test_cscnn_daily_status_prints_the_failed_step_and_the_error(tmp_path):
         "day 2026-01-01: failed; step package-service failed: RuntimeError: service did not become ready within 60 s"
         " (a retry may help)"
     ) in result.stderr
+
+
+def test_a_step_that_succeeds_leaves_no_running_process_and_clears_an_earlier_error(tmp_path):
+    state = State(tmp_path / "state")
+    with pytest.raises(RuntimeError), faults.failing_step(state, DAY, "version-day"):
+        raise RuntimeError("dvc push: remote unreachable")
+    with faults.failing_step(state, DAY, "version-day"):  # the retry
+        status.mark(state, DAY, status=DayStatus.WAITING_FOR_HISTORY)
+    record = status.read(state, DAY)
+    assert (record.status, record.step, record.running, record.error) == (
+        "waiting_for_history",
+        "version-day",
+        None,
+        None,
+    )
+    assert faults.as_reported(record) == record and faults.failure_line(record) is None
+    assert "failed step" not in status.report(record)
