@@ -69,7 +69,8 @@ def test_a_file_that_is_not_parquet_rejects_the_day_at_validation_and_is_not_ret
     with pytest.raises(orchestration.DayRejected) as caught:
         run(landing)
     assert isinstance(caught.value, orchestration.NotRetryable)  # the DAG maps it to AirflowFailException
-    assert "validate-day" in str(caught.value) and "cannot read as Parquet" in str(caught.value)
+    assert "rejected by data validation at step validate-day" in str(caught.value)
+    assert "impressions: file_readable" in str(caught.value) and "cannot read as Parquet" in str(caught.value)
 
     record = status.read(state, DAY)
     assert record.status == DayStatus.REJECTED

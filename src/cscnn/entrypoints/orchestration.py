@@ -215,13 +215,16 @@ def run_failure(state: State, day: str, before: status.DayRecord, exc: Exception
     from cscnn.daily import faults
 
     after = faults.record_run_failure(state, day, before, exc)
-    if status.rejected_by_this_run(before, after):
-        failures = "\n".join(status.format_failures(after)) or f"  {after.error}"
+    at = f" at step {after.step}" if after.step else ""
+    if status.rejected_by_this_run(before, after) and after.failures:
         docs = (after.validation or {}).get("docs") or "-"
         return DayRejected(
-            f"day {day} rejected at step {after.step} (not retried; nothing was trained):\n{failures}\n"
-            f"data docs: {docs}"
+            f"day {day} rejected by data validation{at} (not retried; nothing was trained):\n"
+            + "\n".join(status.format_failures(after))
+            + f"\ndata docs: {docs}"
         )
+    if status.rejected_by_this_run(before, after):
+        return DayRejected(f"day {day} rejected: a data error{at} (not retried): {after.error}")
     if after.retryable is False:
         return NotRetryable(f"day {day} failed at step {after.step} (not retried): {after.error}")
     return RuntimeError(f"day {day} failed at step {after.step or '-'}: {after.error}")
