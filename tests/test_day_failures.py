@@ -247,3 +247,17 @@ def test_a_step_that_succeeds_leaves_no_running_process_and_clears_an_earlier_er
     )
     assert faults.as_reported(record) == record and faults.failure_line(record) is None
     assert "failed step" not in status.report(record)
+
+
+def test_a_rejection_recorded_without_an_error_line_is_still_a_rejection(tmp_path):
+    """A runner that marks the rejection itself (the DAG test's fake pipeline, an older step) is not retried."""
+    state = State(tmp_path / "state")
+    before = status.read(state, DAY)
+    failure = {"table": "impressions", "expectation": "values_in_set", "column": "click", "details": "row 17"}
+    status.mark(
+        state, DAY, status=DayStatus.REJECTED, validation={"success": False, "failures": [failure], "docs": "d"}
+    )
+    raised = orchestration.run_failure(state, DAY, before, RuntimeError("validate-day failed"))
+    assert isinstance(raised, orchestration.DayRejected) and "rejected by data validation" in str(raised)
+    assert "impressions: values_in_set [click]: row 17" in str(raised)
+    assert status.read(state, DAY).status == DayStatus.REJECTED

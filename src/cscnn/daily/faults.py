@@ -60,8 +60,8 @@ def record_run_failure(state: State, day: str, before: DayRecord, exc: BaseExcep
     """After a pipeline run of `day` failed: the record as the failing step left it, or, when no step recorded
     the failure (its process was killed, or the runner failed outside a step), `failed` with what is known."""
     after = read(state, day)
-    if after.failed and after != before:
-        return after
+    if after != before and (after.failed or after.status == DayStatus.REJECTED):
+        return after  # the step recorded it (a rejection needs no error line: its failures say why)
     if after.running:
         where = f"step {after.running['step']} ended without recording an outcome (its process died)"
     elif after != before:
