@@ -87,10 +87,11 @@ def test_a_look_ahead_impression_is_rejected_and_nothing_is_versioned(landing_wo
     state, run = local_run
     landing = _copy(landing_world, tmp_path)
     items = pd.read_parquet(landing / schema.ITEMS_FILE)
-    day = pd.read_parquet(schema.impressions_path(landing, DAY))
+    good = pd.read_parquet(schema.impressions_path(landing, DAY))
     late = items.loc[items[schema.AVAILABLE_FROM] > DAY, "item_id"].iloc[0]  # enters the catalogue later
-    day.loc[0, "item_id"] = late
-    day.to_parquet(schema.impressions_path(landing, DAY), index=False)
+    good.assign(item_id=good["item_id"].where(good.index != 0, late)).to_parquet(
+        schema.impressions_path(landing, DAY), index=False
+    )
 
     with pytest.raises(orchestration.DayRejected, match="item_available_from_later") as caught:
         run(landing)
@@ -100,6 +101,13 @@ def test_a_look_ahead_impression_is_rejected_and_nothing_is_versioned(landing_wo
     assert {f["column"] for f in record.failures} == {"item_available_from_later"}
     assert record.data_version is None
     assert not (state.data_registry / ".git").exists() and not state.registry_world.exists()  # never versioned
+
+    good.to_parquet(schema.impressions_path(landing, DAY), index=False)  # upstream fixed the export: rerun
+    run(landing)
+    record = status.read(state, DAY)
+    assert record.status == DayStatus.WAITING_FOR_HISTORY and record.data_version
+    assert (record.step, record.running, record.error, record.retryable) == ("version-day", None, None, None)
+    assert schema.impressions_path(state.registry_world, DAY).is_file()
 
 
 def _artifact(tmp_path: Path, name: str) -> SimpleNamespace:
