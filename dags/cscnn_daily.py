@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from cscnn.entrypoints import orchestration
@@ -41,10 +41,13 @@ Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that
   training workers / nodes / GPUs per node (data-parallel DDP; nodes > 1 runs a Kubeflow Trainer TrainJob),
   force retrain (a day already promoted / not promoted is skipped without it), extra config overrides.
 * **Retries**: `trigger_pipeline` retries twice, 10 minutes apart (`$CSCNN_PIPELINE_RETRIES` at parse time
-  changes the count), except when the day fails data validation or the configuration is bad: those fail at
-  once (retrying cannot fix the data).
-* **Where to look**: the `report` task's log (gate decision, AUCs, model version, data version, data docs);
-  `cscnn daily status --day D`; the MLflow UI.
+  changes the count), except when the day has not landed, fails data validation or the configuration is bad:
+  those fail at once (retrying cannot fix the data, and a retrying run holds every later run back).
+* **Where to look**: the `report` task runs after the pipeline task whatever its outcome; its XCom tab shows
+  the day's outcome (status, gate decision and reasons, AUCs, model and data versions, data docs, the failed
+  step and its error) and its log prints the same; `cscnn daily status --day D`; the MLflow UI.
+* **Landing**: the `landing` param, else `$CSCNN_LANDING`, else the folder `make demo` recorded in the state,
+  else `data/small`. A missing folder or a day that has not landed fails at once, without retries.
 """
 
 PARAM_NAMES = (
@@ -90,13 +93,20 @@ def cscnn_daily():
         except (ValueError, orchestration.NotRetryable) as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    @task
-    def report(trigger: dict[str, Any]) -> dict[str, Any]:
-        """Print the day's outcome from its status: gate decision and reasons, candidate and champion AUC,
-        model versions, data version and the data docs path."""
-        return orchestration.report(trigger)
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def report(params: dict[str, Any] | None = None, ds: str | None = None, ti=None) -> dict[str, Any]:
+        """The day's outcome from its status, whether the pipeline task succeeded or failed: status, gate
+        decision and reasons, AUCs, model and data versions, data docs, the failed step and its error. Its XCom
+        (`return_value`, or `outcome` when the run failed) shows it in the UI without opening a log."""
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=["trigger_pipeline"], run_ids=[ti.run_id])
+        trigger_state = states.get(ti.run_id, {}).get("trigger_pipeline")
+        summary, failure = orchestration.outcome(params or {}, ds, os.environ, REPO_ROOT, trigger_state)
+        if failure:
+            ti.xcom_push("outcome", summary)
+            raise AirflowFailException(failure)  # the run stays failed: this task is its last
+        return summary
 
-    report(trigger_pipeline())
+    trigger_pipeline() >> report()
 
 
 cscnn_daily()

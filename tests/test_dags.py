@@ -8,9 +8,12 @@ before importing anything from Airflow; nothing is written to ~/airflow.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import importlib.util
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -199,15 +202,45 @@ NO_PARAMS = {
 }
 
 
-def test_defaults_come_from_the_logical_date_and_the_repository():
-    args = orchestration.daily_arguments(NO_PARAMS, "2026-01-03", {}, REPO)
+def test_defaults_come_from_the_logical_date_and_the_repository(tmp_path):
+    args = orchestration.daily_arguments(NO_PARAMS, "2026-01-03", {"CSCNN_STATE": str(tmp_path)}, REPO)
     assert args == {
         "day": "2026-01-03",
         "landing": str(REPO / "data" / "small"),
-        "state_dir": str(REPO / ".state"),
+        "state_dir": str(tmp_path),
         "profile": "small",
         "overrides": [],
     }
+
+
+def test_the_landing_the_local_set_up_recorded_is_the_default(tmp_path):
+    from cscnn.state import State
+
+    env = {"CSCNN_STATE": str(tmp_path / "st")}
+    State.from_env(env["CSCNN_STATE"]).remember_defaults(tmp_path / "demo-world", "demo")  # what `make demo` does
+    args = orchestration.daily_arguments(NO_PARAMS, "2026-01-03", env, REPO)
+    assert (args["landing"], args["profile"]) == (str(tmp_path / "demo-world"), "demo")
+    env["CSCNN_LANDING"] = str(tmp_path / "env-world")  # the environment still wins, and a param over it
+    assert orchestration.daily_arguments(NO_PARAMS, "2026-01-03", env, REPO)["landing"] == env["CSCNN_LANDING"]
+    (tmp_path / "st" / "defaults.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"defaults\.json: unreadable"):
+        orchestration.daily_arguments(NO_PARAMS, "2026-01-03", env, REPO)
+
+
+def test_a_missing_landing_or_day_fails_at_once_naming_what_to_set(tmp_path, tiny_world):
+    with pytest.raises(
+        orchestration.NotRetryable, match=r"no-such-folder has no impressions/ folder: set the DAG param `landing`"
+    ):
+        orchestration.check_landed(str(tmp_path / "no-such-folder"), "2026-01-03")
+    days = sorted(p.stem for p in (tiny_world / "impressions").glob("*.parquet"))
+    with pytest.raises(
+        orchestration.NotRetryable, match=rf"day 2030-01-01 has not landed in .*days there: {days[0]} \.\. {days[-1]}"
+    ):
+        orchestration.check_landed(str(tiny_world), "2030-01-01")
+    orchestration.check_landed(str(tiny_world), days[0])  # landed: no error
+    arguments = {"day": "2030-01-01", "landing": str(tiny_world), "state_dir": str(tmp_path / "st"), "profile": "tiny"}
+    with pytest.raises(orchestration.NotRetryable, match="has not landed"):  # before any pipeline runs
+        orchestration.run_day("daily", arguments)
 
 
 def test_params_win_over_environment_which_wins_over_defaults(tmp_path):
@@ -377,8 +410,14 @@ def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monk
     monkeypatch.chdir(tmp_path)  # `python -m airflow` puts the working directory first on sys.path
     state = State.from_env(tmp_path / "state")
     state.root.mkdir()
+    landing = tmp_path / "landing"
+    (landing / "impressions").mkdir(parents=True)
+    for day in ("2026-01-04", "2026-01-05"):  # the fake pipeline reads nothing: the days only need to exist
+        (landing / "impressions" / f"{day}.parquet").write_bytes(b"")
+    state.remember_defaults(landing, "tiny")  # as `make demo` does: no landing param needed
 
-    conf = {"auc_floor": 0.55, "overrides": ["train.epochs=1"], "profile": "tiny"}
+    conf = {"auc_floor": 0.55, "overrides": ["train.epochs=1"]}
+    started = dt.datetime.now(dt.UTC)
     assert airflow_setup.run_day("2026-01-04", conf=conf, state=state) == 0
     out = capfd.readouterr().out
     assert "day 2026-01-04: promoted" in out and "gate: PASSED; candidate AUC 0.7100" in out
@@ -387,6 +426,21 @@ def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monk
     assert airflow_setup.run_dag("cscnn_daily", "2026-01-05", state=state, retries=2, timeout_s=120) != 0
     out = capfd.readouterr().out
     assert "rejected by data validation" in out and "impressions: values_in_set [click]: row 17" in out
+
+    # Not landed: fails at once too, before the pipeline, naming the folder and the param.
+    assert airflow_setup.run_dag("cscnn_daily", "2026-01-06", state=state, retries=2, timeout_s=120) != 0
+    assert "day 2026-01-06 has not landed in" in capfd.readouterr().out
+
+    # What the UI shows: real run durations (not logical date -> now), and the outcome in the report's XCom.
+    with contextlib.closing(sqlite3.connect(state.airflow_home / "airflow.db")) as db:
+        runs = db.execute("SELECT logical_date, start_date, end_date FROM dag_run ORDER BY logical_date").fetchall()
+        outcomes = dict(db.execute("SELECT key, value FROM xcom WHERE task_id = 'report' ORDER BY run_id").fetchall())
+    assert [run[0][:10] for run in runs] == ["2026-01-04", "2026-01-05", "2026-01-06"]
+    for _, start, end in runs:
+        seconds = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+        assert start >= started.strftime("%Y-%m-%d %H:%M") and 0 < seconds < 300, (start, end)
+    assert "day 2026-01-04: promoted" in str(outcomes["return_value"])
+    assert "has not landed" in str(outcomes["outcome"])  # the last failed run's outcome
 
     calls = [json.loads(line) for line in (state.root / "calls.jsonl").read_text().splitlines()]
     assert [c["arguments"]["day"] for c in calls] == ["2026-01-04", "2026-01-05"]  # one try each

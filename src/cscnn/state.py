@@ -8,12 +8,16 @@ Everything the embedded default needs lives under one folder, `.state/` in the p
     dvc-remote/               its default DVC remote (set CSCNN_DVC_REMOTE for object storage)
     kfp-local/<day>/          kfp.local's pipeline root: per-day working files (validation, checkpoints, gate)
     days/<day>.json           the status of each day (validated, rejected, promoted, ...) for operators
+    defaults.json             the landing folder and profile the local set-up used (`make demo` writes it):
+                              what the DAGs take when neither a param nor $CSCNN_LANDING/$CSCNN_PROFILE names one
     airflow/, bentoml/        AIRFLOW_HOME and BENTOML_HOME of the embedded default
+    cscnn.lock                held by the run working on this state (`cscnn.locks`); servers/: its package check
 KFP_HOST, when set, makes the DAG submit the pipeline to that Kubeflow Pipelines host instead of kfp.local.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,5 +65,32 @@ class State:
         return self.root / "bentoml"
 
     @property
+    def servers(self) -> Path:
+        """Records of the package check's running servers (`cscnn.tools.packaging.stop_stale_servers`)."""
+        return self.root / "servers"
+
+    @property
     def model_cache(self) -> Path:
         return self.root / "model-cache"
+
+    @property
+    def defaults_file(self) -> Path:
+        return self.root / "defaults.json"
+
+    def defaults(self) -> dict[str, str]:
+        """What `remember_defaults` recorded (`{}` when nothing was): `landing`, `profile`."""
+        try:
+            values = json.loads(self.defaults_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self.defaults_file}: unreadable ({exc}); delete it or fix it") from exc
+        if not isinstance(values, dict):
+            raise ValueError(f"{self.defaults_file}: expected a JSON object, found {type(values).__name__}")
+        return {key: str(value) for key, value in values.items() if key in ("landing", "profile")}
+
+    def remember_defaults(self, landing: Path, profile: str) -> None:
+        """Record where the local set-up put the data, so an Airflow run without params finds it."""
+        from cscnn.files import write_json
+
+        write_json(self.defaults_file, {"landing": str(Path(landing).resolve()), "profile": profile})

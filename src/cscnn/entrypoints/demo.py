@@ -36,6 +36,7 @@ def run_demo(landing: Path, profile: str = "demo", state: State | None = None, s
     _rule(f"1. landing data: the '{profile}' synthetic world in {landing}")
     summary = generate_world(cfg.world, landing)
     print(f"{summary['totals']}; broken on purpose: {cfg.world.broken_days or 'none'}")
+    state.remember_defaults(landing, profile)  # the DAGs' default landing and profile from now on (Airflow UI)
 
     _rule(f"2. embedded Airflow in {state.airflow_home}")
     seconds = airflow_setup.init(state, quiet=True)
