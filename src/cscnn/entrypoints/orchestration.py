@@ -8,7 +8,8 @@ starts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,33 @@ def latest_day(landing: Path) -> str:
     return days[-1]
 
 
+def _holding_the_state_lock(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run under the state folder's lock (`cscnn.locks`: a second run waits, or fails naming the holder), after
+    cleaning up what a dead run left half-made (`cscnn.daily.recovery`), Airflow pool or not."""
+
+    @functools.wraps(run)
+    def locked(pipeline: str, arguments: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from cscnn import locks
+        from cscnn.config import load_config
+        from cscnn.daily.recovery import recover
+        from cscnn.errors import ConfigError
+
+        state = State.from_env(arguments["state_dir"])
+        with locks.state_lock(state.root, f"{pipeline} {arguments['day']}") as lock:
+            if lock.stale_previous:
+                print(f"the previous run did not end cleanly: {locks.describe(lock.stale_previous)}", flush=True)
+            try:
+                name = load_config(arguments["profile"], overrides=arguments.get("overrides", [])).serve.model_name
+            except ConfigError:
+                name = None  # `run` refuses the config (NotRetryable)
+            if name is not None:
+                recover(state, name)
+            return run(pipeline, arguments, *args, **kwargs)
+
+    return locked
+
+
+@_holding_the_state_lock
 def run_day(pipeline: str, arguments: dict[str, Any], force: bool = False, skip_hint: str = "") -> dict[str, Any]:
     """Check the config, skip a decided day unless forced, run the pipeline and wait.
 

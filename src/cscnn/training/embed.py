@@ -177,8 +177,8 @@ def load_table(path: Path, expected_fingerprint: str | None = None) -> Embedding
     return EmbeddingTable(
         item_ids=pd.Index(items["item_id"].to_numpy(dtype=object)),
         categories=items["category"].to_numpy(dtype=object),
-        vectors=np.load(path / "vectors.npy", mmap_mode="r"),
+        vectors=np.load(path / "vectors.npy", mmap_mode="r", allow_pickle=False),
         category_names=meta["categories"],
-        category_vectors=np.load(path / "category_vectors.npy"),
+        category_vectors=np.load(path / "category_vectors.npy", allow_pickle=False),
         meta=meta,
     )
