@@ -37,6 +37,7 @@ CORE = {
     "cscnn.dates",
     "cscnn.variants",
     "cscnn.cluster",
+    "cscnn.locks",
 }
 OUTSIDE_THE_LIBRARY = {"kfp_pipelines", "dags", "bento"}  # only lazily, from functions of cscnn.entrypoints
 

@@ -11,6 +11,7 @@ metric, and stops the server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,6 +32,7 @@ import yaml
 import cscnn
 from cscnn import project
 from cscnn.errors import CSCNNError
+from cscnn.files import write_json
 from cscnn.state import State
 from cscnn.training.embed import CATALOG_FILE
 
@@ -154,7 +156,9 @@ def smoke_check(
         "context": {"device": "mobile", "hour": 12},
         "candidates": [*catalog["item_id"].head(n_candidates).tolist(), SMOKE_NEW_ITEM],
     }
-    with BentoServer(target, bentoml_env(bentoml_home, extra), working_dir, timeout) as (url, ready_seconds, log):
+    stop_stale_servers(state)
+    server = BentoServer(target, bentoml_env(bentoml_home, extra), working_dir, timeout, state.servers)
+    with server as (url, ready_seconds, log):
         with httpx.Client(base_url=url, timeout=30) as client:
             started = time.perf_counter()
             answer = client.post("/rank", json=request)
@@ -207,10 +211,24 @@ def _check_metrics(metrics: str, expected: dict) -> list[str]:
 
 class BentoServer:
     """`bentoml serve TARGET` in its own process group on a free local port, as a context manager that
-    yields (url, seconds until ready, log file) and stops the server on exit."""
+    yields (url, seconds until ready, log file) and stops the server on exit.
 
-    def __init__(self, target: str, env: dict[str, str], working_dir: Path | None, timeout: float) -> None:
+    The server never outlives its owner: it is stopped on any exit of the block (errors included), it gets
+    SIGTERM when the process that started it dies (Linux: PR_SET_PDEATHSIG), and with `record_dir` it is
+    recorded there while it runs, so that `stop_stale_servers` can stop it should its owner be killed anyway.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        env: dict[str, str],
+        working_dir: Path | None,
+        timeout: float,
+        record_dir: Path | None = None,
+    ) -> None:
         self.target, self.env, self.working_dir, self.timeout = target, env, working_dir, timeout
+        self.record_dir = record_dir
+        self.record: Path | None = None
 
     def __enter__(self) -> tuple[str, float, Path]:
         port = free_port()
@@ -221,19 +239,104 @@ class BentoServer:
         started = time.perf_counter()
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
-                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         url = f"http://127.0.0.1:{port}"
         try:
+            self.record = _record_server(self.record_dir, self.proc.pid, self.target, url)
             wait_ready(url, self.timeout, self.proc)
         except PackagingError as exc:
+            log_tail = _tail(self.log.read_text(errors="replace"))  # before __exit__ deletes the log
             self.__exit__(None, None, None)
-            raise PackagingError(f"{exc}\n{_tail(self.log.read_text())}") from None
+            raise PackagingError(f"{exc}\n{log_tail}") from None
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return url, time.perf_counter() - started, self.log
 
     def __exit__(self, *_exc) -> None:
-        stop_process_group(self.proc)
-        self.log.unlink(missing_ok=True)
+        try:
+            stop_process_group(self.proc)
+        finally:
+            if self.record is not None:
+                self.record.unlink(missing_ok=True)
+            self.log.unlink(missing_ok=True)
+
+
+def _die_with_parent(parent: int):
+    """A `preexec_fn` that asks Linux to SIGTERM the child when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return hook
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None if it is gone;
+    with the pid it names one process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _record_server(record_dir: Path | None, pid: int, target: str, url: str) -> Path | None:
+    if record_dir is None:
+        return None
+    record = Path(record_dir) / f"{pid}.json"
+    me = os.getpid()
+    info = {"pid": pid, "start": _start_time(pid), "owner": me, "owner_start": _start_time(me), "target": target}
+    write_json(record, {**info, "url": url})
+    return record
+
+
+def stop_stale_servers(state: State) -> list[int]:
+    """Stop the servers a smoke check recorded in `state.servers` whose owner is gone (it was killed);
+    forget records of servers that ended. Returns the pids of the servers stopped."""
+    stopped = []
+    for record in sorted(state.servers.glob("*.json")):
+        try:
+            info = json.loads(record.read_text())
+            pid, owner = int(info["pid"]), int(info["owner"])
+        except (OSError, ValueError, KeyError, TypeError):
+            record.unlink(missing_ok=True)
+            continue
+        alive = info.get("start") is not None and _start_time(pid) == info["start"]
+        if alive and info.get("owner_start") is not None and _start_time(owner) == info["owner_start"]:
+            continue  # its owner still runs: not stale
+        if alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                _stop_group(pid, info["start"])
+            stopped.append(pid)
+        record.unlink(missing_ok=True)
+    return stopped
+
+
+def _stop_group(pgid: int, start: str, grace: float = 15.0) -> None:
+    """SIGTERM a process group that is not our child (led by the process that started at `start`), SIGKILL it
+    after `grace` seconds."""
+    os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if _start_time(pgid) != start:
+            return
+        time.sleep(0.1)
+    os.killpg(pgid, signal.SIGKILL)
 
 
 def wait_ready(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:

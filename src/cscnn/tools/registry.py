@@ -33,6 +33,8 @@ CHALLENGER = "challenger"
 EXPERIMENT = "cscnn-daily"
 CHECKPOINT_ARTIFACT = "checkpoint"  # inside the logged model's artifacts
 EMBEDDINGS_TAG = "embeddings"
+REGISTRATION_TAG = "registration"  # in_progress until the version is complete (see log_candidate)
+IN_PROGRESS, COMPLETE = "in_progress", "complete"
 
 
 def _configure_env() -> None:
@@ -194,7 +196,12 @@ def log_candidate(
     tags: dict[str, str] | None = None,
 ) -> ModelRef:
     """One MLflow run for a trained candidate: params, metrics, artifacts, the data version, and a new
-    registered version (with signature) that gets the alias `challenger`. `champion` does not move."""
+    registered version (with signature) that gets the alias `challenger`. `champion` does not move.
+
+    All or nothing: the version is registered last, tagged `registration=in_progress` until its run has ended,
+    then `complete`; a failure ends the run FAILED, and a version left half-made by a killed run is deleted by
+    `clean_incomplete` at the next run. A candidate with the fingerprint and data version of a complete version
+    (a rerun of the same day) registers nothing: that version is reused and becomes `challenger` again."""
     import json
 
     import mlflow
@@ -202,11 +209,15 @@ def log_candidate(
 
     state = state or State.from_env()
     mlflow_client = client(state)
-    card = json.loads((Path(checkpoint_dir) / "model.json").read_text())
+    fingerprint = json.loads((Path(checkpoint_dir) / "model.json").read_text())["fingerprint"]
     name = model_name(cfg)
+    existing = find_version(fingerprint, data_version, state, name)
+    if existing is not None:
+        mlflow_client.set_registered_model_alias(name, CHALLENGER, existing.version)
+        return existing
     experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=tags.get("day") if tags else None):
-        mlflow.set_tags({"data_version": data_version, "fingerprint": card["fingerprint"], **(tags or {})})
+        mlflow.set_tags({"data_version": data_version, "fingerprint": fingerprint, **(tags or {})})
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
         for artifact_path, local in (artifacts or {}).items():
@@ -224,14 +235,57 @@ def log_candidate(
             signature=signature,
             input_example=input_example,
             pip_requirements=["cscnn-ctr", "torch==2.13.0"],
-            registered_model_name=name,
             tags={"data_version": data_version},
         )
-        version = str(info.registered_model_version)
-    mlflow_client.set_model_version_tag(name, version, "fingerprint", card["fingerprint"])
-    mlflow_client.set_model_version_tag(name, version, "data_version", data_version)
-    mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
+        registered = mlflow.register_model(
+            info.model_uri,
+            name,
+            tags={"fingerprint": fingerprint, "data_version": data_version, REGISTRATION_TAG: IN_PROGRESS},
+        )
+        version = str(registered.version)
+        mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
+    mlflow_client.set_model_version_tag(name, version, REGISTRATION_TAG, COMPLETE)
     return get_version(version, state, name)
+
+
+def is_complete(tags: dict[str, str]) -> bool:
+    """A version whose registration finished (versions from before the tag existed: those with a fingerprint)."""
+    return bool(tags.get("fingerprint")) and tags.get(REGISTRATION_TAG, COMPLETE) == COMPLETE
+
+
+def find_version(fingerprint: str, data_version: str, state: State | None = None, name: str | None = None):
+    """The complete version of this model trained to `fingerprint` on `data_version` (the oldest), or None."""
+    name = name or model_name()
+    versions = client(state).search_model_versions(f"name = '{name}'")
+    same = [
+        mv
+        for mv in versions
+        if is_complete(mv.tags)
+        and mv.tags.get("fingerprint") == fingerprint
+        and mv.tags.get("data_version") == data_version
+    ]
+    return _ref(min(same, key=lambda mv: int(mv.version))) if same else None
+
+
+def clean_incomplete(state: State | None = None, name: str | None = None) -> dict[str, list[str]]:
+    """Undo what a killed run left half-made: delete the model's versions whose registration did not complete
+    (never the champion's) and end the experiment's RUNNING runs as FAILED.
+
+    Only safe while no registration runs: the loop calls it holding the state's lock (`cscnn.locks`)."""
+    name = name or model_name()
+    mlflow_client = client(state)
+    champion = resolve(CHAMPION, state, name)
+    deleted = []
+    for mv in mlflow_client.search_model_versions(f"name = '{name}'"):
+        if not is_complete(mv.tags) and (champion is None or champion.version != str(mv.version)):
+            mlflow_client.delete_model_version(name, str(mv.version))
+            deleted.append(str(mv.version))
+    experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
+    failed = []
+    for run in mlflow_client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'"):
+        mlflow_client.set_terminated(run.info.run_id, status="FAILED")
+        failed.append(run.info.run_id)
+    return {"deleted_versions": sorted(deleted, key=int), "failed_runs": failed}
 
 
 def attach_embeddings(ref: ModelRef, table_dir: Path, key: str, state: State | None = None) -> ModelRef:

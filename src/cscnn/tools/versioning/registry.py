@@ -143,6 +143,8 @@ def version_day(landing: Path, day: str, registry: Path, remote: str) -> DataVer
     with _locked(registry):
         _sync_to_branch(registry)
         world = registry / WORLD_DIR
+        marker = _in_progress_marker(registry)
+        marker.write_text(f"{day}\n")  # removed once the day is committed or rolled back; a kill leaves it
         try:
             cutoff = max([*_tracked_days(registry), day])
             _copy_file(source, schema.impressions_path(world, day), registry)
@@ -165,8 +167,31 @@ def version_day(landing: Path, day: str, registry: Path, remote: str) -> DataVer
                 log.info("day %s: data unchanged in %s, no new commit", day, registry)
         except BaseException:
             _rollback(registry)
+            marker.unlink(missing_ok=True)
             raise
+        marker.unlink(missing_ok=True)
         return _version_at(registry, "HEAD", url, day=day)
+
+
+def recover(registry: Path) -> bool:
+    """Put the registry back at its last commit if a versioning was killed half-way (or anything left it
+    dirty): git pointers reset, files of the unfinished day removed, the data checked out to match. A restored
+    older commit stays checked out. Returns whether anything was restored; a clean registry is not touched."""
+    registry = Path(registry).resolve()
+    if not (registry / ".git").exists() or not _has_commits(registry):
+        return False
+    with _locked(registry):
+        marker = _in_progress_marker(registry)
+        dirty = _git(registry, "status", "--porcelain", "--untracked-files=all", "--", ".").strip()
+        if not marker.exists() and not dirty:
+            return False
+        what = f"day {marker.read_text().strip()}" if marker.exists() else "uncommitted changes"
+        log.warning("%s: unfinished versioning (%s); restoring the last commit", registry, what)
+        _git(registry, "reset", "-q", "--hard", "HEAD")
+        _git(registry, "clean", "-fdq", "--", WORLD_DIR)
+        _checkout(registry)
+        marker.unlink(missing_ok=True)
+        return True
 
 
 def current_version(registry: Path) -> DataVersion | None:
@@ -336,6 +361,10 @@ def _rollback(registry: Path) -> None:
         _checkout(registry)
     except Exception as exc:  # keep the original error; the next call resets again
         log.error("%s: rollback to the last commit incomplete: %s", registry, exc)
+
+
+def _in_progress_marker(registry: Path) -> Path:
+    return registry / ".git" / "cscnn-versioning-in-progress"
 
 
 def _tracked_days(registry: Path) -> list[str]:
