@@ -1,10 +1,14 @@
 """The CSCNN ranking service (BentoML). A thin wrapper: the logic is in the `cscnn.serving` modules.
 
     POST /rank            rank a request's candidates by predicted click probability (see bento/README.md)
-    POST /admin/reload    ask the registry now instead of waiting for the next poll
+    POST /admin/reload    ask the registry now instead of waiting for the next poll (bearer token: CSCNN_ADMIN_TOKEN)
     GET  /readyz          200 once a model is loaded, 503 before
     GET  /livez, /healthz 200 while the process answers
     GET  /metrics         Prometheus: BentoML's request metrics plus cscnn_served_model{version,...}
+    GET  /docs.json       the OpenAPI document (cscnn.serving.openapi)
+
+Every request passes `cscnn.serving.edge` (connection limits, bounded metric labels) and
+`cscnn.serving.security.RequestGuard` (request id, admin token, JSON only) before BentoML parses it.
 
 Configuration is by environment (see `cscnn.serving.sources.source_from_env` and `serve_config_from_env`). The
 model is not packed into the bento: the service follows the registry's `champion` alias, so a promotion
@@ -19,10 +23,12 @@ from collections import Counter
 from http import HTTPStatus
 
 import bentoml
-from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
+from starlette.responses import Response
 
 from cscnn.errors import CSCNNError
+from cscnn.serving import edge
 from cscnn.serving.hotswap import ModelHolder, NotReadyError
+from cscnn.serving.openapi import openapi_document
 from cscnn.serving.schemas import (
     BodyLimit,
     Context,
@@ -36,6 +42,7 @@ from cscnn.serving.schemas import (
     max_body_bytes,
     request_model,
 )
+from cscnn.serving.security import RequestGuard, admin_token, error_body, quiet_bentoml_errors, request_id
 from cscnn.serving.sources import serve_config_from_env, source_from_env
 
 log = logging.getLogger(__name__)
@@ -106,7 +113,7 @@ def _labels(model: ServedModel) -> dict[str, str]:
 @bentoml.service(
     name="cscnn-ranker",
     workers=int(os.environ.get("CSCNN_SERVE_WORKERS", "1")),
-    traffic={"timeout": 30},
+    traffic={"timeout": SERVE.request_timeout_s, "max_concurrency": SERVE.max_concurrency},
 )
 class RankingService:
     def __init__(self) -> None:
@@ -144,9 +151,9 @@ class RankingService:
         try:
             response = self.holder.rank(request)
         except RequestError as exc:
-            raise InvalidArgument(str(exc)) from exc
+            return _error(HTTPStatus.BAD_REQUEST, str(exc))
         except NotReadyError as exc:
-            raise ServiceUnavailable(str(exc)) from exc
+            return _error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
         self.metrics.ranked(response)
         return response
 
@@ -157,7 +164,23 @@ class RankingService:
             return self.holder.reload()
         except CSCNNError as exc:
             self.metrics.reload_failed(exc)
-            raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from exc
+            return _error(HTTPStatus.CONFLICT, str(exc))
 
 
+def _error(status: HTTPStatus, message: str) -> Response:
+    """An error answer with the service's error body (BentoML's own wraps a 4xx body in a list)."""
+    log.warning("%d: %s (request_id=%s)", status, message, request_id())
+    return Response(error_body(message), status_code=status, media_type="application/json")
+
+
+API_ROUTES = [api.route for api in RankingService.apis.values()]
+edge.install(edge.EdgeLimits.from_config(SERVE, API_ROUTES))
+quiet_bentoml_errors()
+RankingService.add_asgi_middleware(
+    RequestGuard,
+    api_routes=API_ROUTES,
+    admin_routes=["/admin/reload"],
+    openapi=lambda: openapi_document(RankInput),
+    token=admin_token(),
+)
 RankingService.add_asgi_middleware(BodyLimit, max_bytes=max_body_bytes(SERVE.max_candidates))

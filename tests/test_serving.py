@@ -36,6 +36,8 @@ from cscnn.training.train import train
 
 ROOT = Path(__file__).parents[1]
 MAX_CANDIDATES = 50
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SERVING_MODULES = sorted(p.name for p in (ROOT / "src" / "cscnn" / "serving").glob("*.py"))
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -52,6 +54,7 @@ def env(tmp_path_factory):
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "CSCNN_PROFILE": "tiny",
             "CSCNN_SET": f"serve.max_candidates={MAX_CANDIDATES} serve.poll_seconds=0.1",
+            "CSCNN_ADMIN_TOKEN": ADMIN_TOKEN,  # read when bento/service.py is imported
         }.items():
             mp.setenv(name, value)
         for name in ("CSCNN_MODEL_DIR", "CSCNN_MODEL_VERSION", "CSCNN_MODEL_ALIAS", "MLFLOW_TRACKING_URI"):
@@ -107,7 +110,7 @@ def app_client(service, versions):
 
 @pytest.fixture
 def client(app_client, champion_v1):
-    assert app_client.post("/admin/reload", json={}).json()["model"]["version"] == "1"
+    assert app_client.post("/admin/reload", json={}, headers=ADMIN).json()["model"]["version"] == "1"
     return app_client
 
 
@@ -276,7 +279,8 @@ def test_oversized_body_is_413_before_parsing(client) -> None:
         yield b"x" * limit
         yield b'"]}'
 
-    assert client.post("/rank", content=chunked()).status_code == 413
+    chunked_json = {"content-type": "application/json"}  # any other type is refused first (415)
+    assert client.post("/rank", content=chunked(), headers=chunked_json).status_code == 413
     assert client.get("/readyz").status_code == 200
 
 
@@ -330,11 +334,11 @@ def test_hot_swap_serves_the_new_champion_and_drops_no_request(client, versions,
     assert "2" in served and served == sorted(served), "a request was answered by the old version after the swap"
     during_load = sum(version == "1" and during for _s, version, during in answers)
     assert during_load >= 10, f"only {during_load} requests were answered while version 2 loaded"
-    assert client.post("/admin/reload", json={}).json()["model"]["version"] == "2"
+    assert client.post("/admin/reload", json={}, headers=ADMIN).json()["model"]["version"] == "2"
 
     registry.promote(versions["1"])  # a rollback through the admin endpoint, without waiting for the poll
     monkeypatch.setattr(RegistrySource, "load", original_load)
-    reloaded = client.post("/admin/reload", json={}).json()
+    reloaded = client.post("/admin/reload", json={}, headers=ADMIN).json()
     assert reloaded["model"]["version"] == "1"
     assert client.post("/rank", json=request_body(["i000001"])).json()["model"]["version"] == "1"
 

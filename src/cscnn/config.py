@@ -118,6 +118,13 @@ class ServeConfig:
     max_candidates: int = 1000
     poll_seconds: float = 10.0  # how often the service asks MLflow whether `champion` moved; 0: never
     model_name: str = "cscnn-ctr"  # registered model name in MLflow
+    # Traffic and connection limits (bento/service.py, cscnn.serving.edge): what one slow or idle client may hold.
+    max_concurrency: int = 64  # requests in flight per service, shared by its workers; 429 beyond
+    request_timeout_s: float = 30.0  # a request not answered by then gets 504
+    header_timeout_s: float = 10.0  # a connection must send a whole request head within this, or it is closed
+    keepalive_timeout_s: int = 5  # an idle keep-alive connection is closed after this
+    max_connections: int = 256  # open connections per worker; more are closed at once
+    max_header_bytes: int = 65_536  # a request head (request line + headers) larger than this closes the connection
 
 
 @dataclass
@@ -186,6 +193,11 @@ class Config:
             ),
             (self.serve.max_candidates >= 1, "serve.max_candidates must be >= 1"),
             (self.serve.poll_seconds >= 0, "serve.poll_seconds must be >= 0"),
+            (
+                min(self.serve.max_concurrency, self.serve.max_connections, self.serve.max_header_bytes) >= 1
+                and min(self.serve.request_timeout_s, self.serve.header_timeout_s, self.serve.keepalive_timeout_s) > 0,
+                "serve: the traffic and connection limits must be > 0",
+            ),
         ]
         for ok, message in checks:
             if not ok:

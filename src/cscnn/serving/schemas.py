@@ -62,13 +62,16 @@ class User(_Strict):
 
 
 class Context(_Strict):
+    """`hour` or `ts`, not both: the keys count, not their values ({"hour": null, "ts": ...} is both), as the
+    OpenAPI document says it (`cscnn.serving.openapi`)."""
+
     device: Token = Field(description="device class of the request, e.g. 'mobile'")
     hour: int | None = Field(None, ge=0, le=23, description="UTC hour of the request")
     ts: AwareDatetime | None = Field(None, description="request time with a time zone (instead of `hour`)")
 
     @model_validator(mode="after")
     def _one_time(self) -> Context:
-        if self.hour is not None and self.ts is not None:
+        if {"hour", "ts"} <= self.model_fields_set:
             raise ValueError("give either 'hour' or 'ts', not both")
         return self
 
@@ -92,7 +95,9 @@ class ItemFeatures(_Strict):
 class RankRequest(_Strict):
     user: User
     context: Context
-    candidates: list[Token] = Field(min_length=1, description="item ids to rank, each once")
+    candidates: list[Token] = Field(
+        min_length=1, description="item ids to rank, each once", json_schema_extra={"uniqueItems": True}
+    )
     items: list[ItemFeatures] = Field(default_factory=list, description="optional features of some candidates")
 
     @field_validator("candidates")
@@ -123,7 +128,23 @@ def request_model(max_candidates: int) -> type[RankRequest]:
     return create_model(
         "RankRequest",
         __base__=RankRequest,
-        candidates=(list[Token], Field(min_length=1, max_length=max_candidates, description="item ids to rank")),
+        candidates=(
+            list[Token],
+            Field(
+                min_length=1,
+                max_length=max_candidates,
+                description="item ids to rank, each once",
+                json_schema_extra={"uniqueItems": True},
+            ),
+        ),
+        items=(
+            list[ItemFeatures],
+            Field(
+                default_factory=list,
+                max_length=max_candidates,
+                description="optional features of some candidates: each item_id once, and among the candidates",
+            ),
+        ),
     )
 
 
@@ -158,6 +179,14 @@ class RankResponse(BaseModel):
 
 class RequestError(CSCNNError):
     """A request the service cannot serve as asked (answered with a 4xx)."""
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer. A 400 for a malformed request adds pydantic's `detail` list: one entry
+    per problem, with its `loc` (the field's path) and `msg`; the request's values are never echoed."""
+
+    error: str
+    detail: list[dict] | None = Field(None, description="400 only: [{type, loc, msg, ...}, ...]")
 
 
 class ReloadResult(BaseModel):
