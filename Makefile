@@ -55,8 +55,9 @@ clean:
 	rm -rf data artifacts .state
 
 # The ranking service in the foreground (bento/README.md): the registry champion of CSCNN_STATE, or local
-# folders with CSCNN_MODEL_DIR=/abs/checkpoint CSCNN_TABLE_DIR=/abs/table; PORT=3000 by default.
+# folders with CSCNN_MODEL_DIR=/abs/checkpoint CSCNN_TABLE_DIR=/abs/table; PORT=3000 and HOST=127.0.0.1 (this
+# machine only) by default; the container binds 0.0.0.0 on purpose (infra/Dockerfile, the Deployment).
 .PHONY: serve
 serve: venv
 	BENTOML_DO_NOT_TRACK=True MLFLOW_DISABLE_TELEMETRY=true CSCNN_STATE=$${CSCNN_STATE:-$(CURDIR)/.state} \
-		$(BIN)/bentoml serve service:RankingService --working-dir bento --port $${PORT:-3000}
+		$(BIN)/bentoml serve service:RankingService --working-dir bento --host $${HOST:-127.0.0.1} --port $${PORT:-3000}

@@ -22,6 +22,7 @@ OVERLAYS = ("local", "production")
 KUBECTL = shutil.which("kubectl")
 NAME = "cscnn-ranker"
 PORT = 3000
+SECRET_ENV = {"CSCNN_ADMIN_TOKEN": ("cscnn-admin-token", "token")}  # variable: (Secret, key)
 
 
 def render(target: str) -> list[dict]:
@@ -58,6 +59,8 @@ def env_of(docs: list[dict]) -> dict[str, str]:
     for source in ctr.get("envFrom", []):
         env.update(one(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
     for var in ctr.get("env", []):
+        if var["name"] in SECRET_ENV:
+            continue  # a Secret's value: not in the manifests (test_admin_token_comes_from_a_secret)
         assert "value" in var, f"{var['name']}: expected a literal value"
         env[var["name"]] = var["value"]
     return env
@@ -189,3 +192,18 @@ def test_dockerfile_contract():
     for src in copied:
         assert (ROOT / src).exists(), src
         assert f"!{src.rstrip('/')}" in ignore, f"{src} is excluded from the build context"
+
+
+@pytest.mark.parametrize("target", ALL)
+def test_admin_token_comes_from_a_secret(rendered, target):
+    """The service's admin token is read from a Secret, never written in a manifest or the ConfigMap; the
+    Secret is optional: without it the admin endpoints are disabled (403), not open."""
+    docs = rendered[target]
+    by_name = {var["name"]: var for var in container(docs).get("env", [])}
+    for name, (secret, key) in SECRET_ENV.items():
+        ref = by_name[name]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"], ref.get("optional")) == (secret, key, True)
+        assert "value" not in by_name[name]
+    assert not [d for d in docs if d["kind"] == "Secret"], "a Secret's value in the manifests"
+    for config in (d for d in docs if d["kind"] == "ConfigMap"):
+        assert not set(SECRET_ENV) & set(config.get("data", {})), "a secret in a ConfigMap"
