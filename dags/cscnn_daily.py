@@ -41,8 +41,9 @@ Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that
   training workers / nodes / GPUs per node (data-parallel DDP; nodes > 1 runs a Kubeflow Trainer TrainJob),
   force retrain (a day already promoted / not promoted is skipped without it), extra config overrides.
 * **Retries**: `trigger_pipeline` retries twice, 10 minutes apart (`$CSCNN_PIPELINE_RETRIES` at parse time
-  changes the count), except when the day has not landed, fails data validation or the configuration is bad:
-  those fail at once (retrying cannot fix the data, and a retrying run holds every later run back).
+  changes the count), except when the day has not landed, its data is rejected (validation, or a data error
+  in any step) or the configuration is bad: those fail at once (retrying cannot fix the data, and a retrying
+  run holds every later run back).
 * **Where to look**: the `report` task runs after the pipeline task whatever its outcome; its XCom tab shows
   the day's outcome (status, gate decision and reasons, AUCs, model and data versions, data docs, the failed
   step and its error) and its log prints the same; `cscnn daily status --day D`; the MLflow UI.
@@ -83,8 +84,8 @@ def cscnn_daily():
     )
     def trigger_pipeline(params: dict[str, Any] | None = None, ds: str | None = None) -> dict[str, Any]:
         """Run the Kubeflow pipeline `daily` for the day and wait (kfp.local, or the host in $KFP_HOST).
-        A day rejected by data validation fails at once, listing the failed expectations; other failures are
-        retried. A day already decided is skipped unless `force_retrain` is set."""
+        A day that has not landed, a data or configuration error (validation lists the failed expectations)
+        fail at once; other failures are retried. A day already decided is skipped unless `force_retrain` is set."""
         params = params or {}
         try:
             arguments = orchestration.daily_arguments(params, ds, os.environ, REPO_ROOT)

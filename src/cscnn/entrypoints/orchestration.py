@@ -71,7 +71,10 @@ PARAMS: dict[str, dict[str, Any]] = {
         "default": None,
         "type": ["null", "string"],
         "title": "Landing folder",
-        "description": "World folder the day's data lands in. Empty: $CSCNN_LANDING, else data/small.",
+        "description": (
+            "World folder the day's data lands in. Empty: $CSCNN_LANDING, else the folder the local set-up "
+            "(`make demo`) recorded in the state, else data/small."
+        ),
     },
     "profile": {
         "default": None,
@@ -133,14 +136,35 @@ class DayRejected(NotRetryable):
 
 def locations(params: Mapping[str, Any], env: Mapping[str, str], root: Path) -> dict[str, str]:
     """Landing folder, state folder and profile: a param wins, then $CSCNN_LANDING / $CSCNN_STATE /
-    $CSCNN_PROFILE, then the defaults (`data/small`, `.state`). Relative paths are taken from `root`."""
-    landing = params.get("landing") or env.get("CSCNN_LANDING") or "data/small"
-    state_dir = env.get("CSCNN_STATE") or ".state"
+    $CSCNN_PROFILE, then what the local set-up recorded in the state (`State.defaults`: `make demo` writes
+    it), then the defaults (`data/small`, `.state`, `small`). Relative paths are taken from `root`."""
+    state_dir = (root / (env.get("CSCNN_STATE") or ".state")).resolve()
+    recorded = State(state_dir).defaults()
+    landing = params.get("landing") or env.get("CSCNN_LANDING") or recorded.get("landing") or "data/small"
     return {
         "landing": str((root / landing).resolve()),
-        "state_dir": str((root / state_dir).resolve()),
-        "profile": params.get("profile") or env.get("CSCNN_PROFILE") or DEFAULT_PROFILE,
+        "state_dir": str(state_dir),
+        "profile": params.get("profile") or env.get("CSCNN_PROFILE") or recorded.get("profile") or DEFAULT_PROFILE,
     }
+
+
+def check_landed(landing: str, day: str) -> None:
+    """Fail at once (NotRetryable) when the landing folder or the day's impressions file is missing: waiting
+    ten minutes between retries cannot create them, and with `max_active_runs=1` a retrying run holds every
+    later run back. The message names the folder and what to set."""
+    from cscnn.data import schema
+
+    folder = Path(landing)
+    where = "the DAG param `landing` or $CSCNN_LANDING (`make demo` records its landing folder in the state)"
+    if not (folder / schema.IMPRESSIONS_DIR).is_dir():
+        raise NotRetryable(f"landing folder {folder} has no {schema.IMPRESSIONS_DIR}/ folder: set {where}")
+    if not (folder / schema.IMPRESSIONS_DIR / f"{day}.parquet").is_file():
+        landed = sorted(p.stem for p in (folder / schema.IMPRESSIONS_DIR).glob("*.parquet"))
+        span = f"{landed[0]} .. {landed[-1]}" if landed else "none"
+        raise NotRetryable(
+            f"day {day} has not landed in {folder} (days there: {span}): trigger with the `day` param set to a "
+            f"landed day, or set {where}; clear the task once the data has landed"
+        )
 
 
 def config_overrides(params: Mapping[str, Any]) -> list[str]:
@@ -210,8 +234,9 @@ def _holding_the_state_lock(run: Callable[..., dict[str, Any]]) -> Callable[...,
 def run_day(pipeline: str, arguments: dict[str, Any], force: bool = False, skip_hint: str = "") -> dict[str, Any]:
     """Check the config, skip a decided day unless forced, run the pipeline and wait.
 
-    Returns `{"arguments", "skipped"}` or `{"arguments", "run"}`. Raises NotRetryable for a bad config or a
-    day this run's validation rejected (with the failed expectations), RuntimeError for any other failure.
+    Returns `{"arguments", "skipped"}` or `{"arguments", "run"}`. Raises NotRetryable for a bad config, a day
+    that has not landed, or a day this run's validation rejected (with the failed expectations), RuntimeError
+    for any other failure.
     """
     from cscnn.config import load_config
     from cscnn.errors import ConfigError
@@ -227,6 +252,8 @@ def run_day(pipeline: str, arguments: dict[str, Any], force: bool = False, skip_
     if reason:
         print(f"skipped: {reason}" + (f"; {skip_hint}" if skip_hint else ""), flush=True)
         return {"arguments": arguments, "skipped": reason}
+    if pipeline == "daily":
+        check_landed(arguments["landing"], day)
     print(f"running the {pipeline!r} pipeline with {arguments}", flush=True)
     try:
         result = run_pipeline(pipeline, arguments)
@@ -266,3 +293,27 @@ def report(trigger: Mapping[str, Any]) -> dict[str, Any]:
     record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
     print(status.report(record), flush=True)
     return status.summary(record)
+
+
+def outcome(
+    params: Mapping[str, Any], ds: str | None, env: Mapping[str, str], root: Path, trigger_state: str | None
+) -> tuple[dict[str, Any], str | None]:
+    """What the DAG's report task shows whether the pipeline task succeeded or not: the day's summary with the
+    report's lines (its XCom, readable in the UI without a log), and the failure message when the run failed
+    (None when it succeeded)."""
+    try:
+        arguments = daily_arguments(params, ds, env, root)
+        if trigger_state != "success":
+            check_landed(arguments["landing"], arguments["day"])
+    except (ValueError, NotRetryable) as exc:
+        print(exc, flush=True)
+        return {"day": params.get("day") or ds, "status": None, "report": str(exc).splitlines()}, str(exc)
+    from cscnn.daily import faults
+
+    record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
+    text = status.report(record)
+    print(text, flush=True)
+    summary = {**status.summary(record), "report": text.splitlines()}
+    if trigger_state == "success":
+        return summary, None
+    return summary, f"the pipeline task ended {trigger_state}: {record.error or text.splitlines()[0]}"
