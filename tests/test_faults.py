@@ -16,6 +16,7 @@ every day it was validated against.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -72,17 +73,18 @@ def _task_times(log: str) -> list[str]:
 
 
 def _servers(state: State) -> list[int]:
-    """Live processes of `bentoml serve` started for this state (smoke checks set CSCNN_STATE for them)."""
+    """Live processes of a smoke check's `bentoml serve` for this state: its arbiter (which renames itself
+    `circusd`) and workers, told apart by their environment (the state's BENTOML_HOME and a model version)."""
+    home = f"BENTOML_HOME={state.bentoml_home}".encode()
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"bentoml" in b" ".join(cmdline) and b"serve" in cmdline and f"CSCNN_STATE={state.root}".encode() in environ:
+        if home in environ and any(entry.startswith(b"CSCNN_MODEL_VERSION=") for entry in environ):
             pids.append(int(proc.name))
     return pids
 
@@ -106,6 +108,10 @@ def _registry(state: State) -> dict:
     experiment = client.get_experiment_by_name(registry.EXPERIMENT)
     runs = {r.info.run_id: r.info.status for r in client.search_runs([experiment.experiment_id])}
     return {"versions": versions, "runs": runs}
+
+
+def _proc_start(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 
 
 def _git(registry: Path, *args: str) -> str:
@@ -147,7 +153,8 @@ def faults(tiny_world, tmp_path_factory):
         yield results
     finally:
         for pid in _servers(state):  # never leave a server behind, even when a check failed
-            os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_two_concurrent_runs_on_one_state_serialise(faults):
@@ -198,8 +205,36 @@ def test_kill_during_training_then_during_registration_leaves_no_half_made_versi
 
 def test_crash_during_the_package_check_leaves_no_server(faults):
     assert faults["package"]["code"] == KILLED, faults["package"]["log"][-3000:]
-    assert faults["package_servers"] == []
-    assert not any(faults["state"].servers.glob("*.json"))  # the server's record went with it
+    assert faults["package_servers"] == []  # it got SIGTERM when its owner died
+    from cscnn.tools.packaging import stop_stale_servers
+
+    # the killed owner could not remove the server's record: the next run's sweep forgets it, nothing to stop
+    assert stop_stale_servers(faults["state"]) == []
+    assert not any(faults["state"].servers.glob("*.json"))
+
+
+def test_the_next_run_stops_a_server_whose_owner_was_killed(tmp_path):
+    """The second line of defence (no parent-death signal, e.g. the server detached itself): the record."""
+    from cscnn.tools.packaging import _record_server, stop_stale_servers
+
+    state = State(tmp_path / "state")
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        record = _record_server(state.servers, server.pid, "cscnn-ranker:test", "http://127.0.0.1:1")
+        info = json.loads(record.read_text())
+        record.write_text(json.dumps({**info, "owner": owner.pid, "owner_start": _proc_start(owner.pid)}))
+        assert stop_stale_servers(state) == []  # its owner still runs: left alone
+        owner.kill()
+        owner.wait()
+        assert stop_stale_servers(state) == [server.pid]
+        assert server.wait(timeout=20) == -signal.SIGTERM
+        assert not record.exists()
+    finally:
+        for proc in (owner, server):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_the_registry_is_consistent_after_the_crashes(faults):

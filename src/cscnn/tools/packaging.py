@@ -286,13 +286,13 @@ def _die_with_parent(parent: int):
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None if it is gone;
-    with the pid it names one process, even after the pid is reused."""
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None if it is gone (or a
+    zombie); with the pid it names one process, even after the pid is reused."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return None if fields[0] == "Z" else fields[19]
 
 
 def _record_server(record_dir: Path | None, pid: int, target: str, url: str) -> Path | None:
