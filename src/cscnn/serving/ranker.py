@@ -3,7 +3,7 @@
 `bento/service.py` is a thin BentoML wrapper over the `cscnn.serving` modules; everything here runs and is
 tested without a server. A request runs only the CTR network (`CTRModel.score`): visual vectors come from the
 embedding table built by the same model version, item features from the catalogue, both looked up for all
-candidates at once (`pd.Index.get_indexer` and array gathers, no Python loop over candidates).
+candidates at once (one dict lookup per candidate for its catalogue row, then array gathers).
 
 The serving unit is an immutable `Ranker`: one model, its table and the catalogue, loaded together
 (`load_ranker`); `cscnn.serving.hotswap` replaces one with the next. The fallbacks for what the model does not
@@ -13,6 +13,7 @@ know are listed, and flagged per item, in `cscnn.serving.schemas`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,10 @@ class Ranker:
         self._tokens = {name: {token: i + 1 for i, token in enumerate(encoder.vocabs[name])} for name in _SCALAR}
         self._category_vocab = pd.Index(encoder.vocabs["category"])
         self._brand_vocab = pd.Index(encoder.vocabs["brand"])
-        self._catalog_ids = pd.Index(catalog["item_id"].to_numpy(dtype=object))
+        # A dict, not a pd.Index: get_indexer on 200 request ids first builds an Index of them (pandas infers a
+        # string dtype), ~0.1 ms against ~0.01 ms for the lookups.
+        self._catalog_rows = {item_id: row for row, item_id in enumerate(catalog["item_id"].tolist())}
+        self._n_catalog = len(catalog)
         log_price = np.log1p(catalog["price"].to_numpy(dtype=np.float64))
         self.mean_log_price = float(log_price.mean()) if len(log_price) else 0.0
         self._item_code = np.append(_codes(self._item_vocab, catalog["item_id"]), 0)
@@ -106,9 +110,9 @@ class Ranker:
 
     def features(self, request: RankRequest) -> Features:
         ids = np.asarray(request.candidates, dtype=object)
-        rows = self._catalog_ids.get_indexer(ids)
-        missing = rows < 0
-        rows[missing] = len(self._catalog_ids)
+        n = self._n_catalog  # the defaults' row
+        rows = np.fromiter(map(self._catalog_rows.get, request.candidates, repeat(n)), np.intp, len(ids))
+        missing = rows == n
         user, context = request.user, request.context
         sparse = np.empty((len(ids), len(schema.SPARSE_FEATURES)), dtype=np.int64)
         sparse[:, _COLUMN["user_id"]] = self._token("user_id", user.id)
@@ -147,7 +151,7 @@ class Ranker:
         visual = None if features.visual is None else torch.from_numpy(features.visual)
         if self.images is not None and visual is not None:
             rows = torch.from_numpy(features.rows)
-            present = rows < len(self._catalog_ids)
+            present = rows < self._n_catalog
             images, categories = self.images.images[rows[present]], self.images.categories[rows[present]]
             visual[present] = self.model.encode_images(images, categories)["visual"]
         logits = self.model.score(torch.from_numpy(features.sparse), torch.from_numpy(features.dense), visual)
@@ -163,7 +167,8 @@ class Ranker:
             for item_id, score, code in zip(ids, scores[order].tolist(), features.flags[order].tolist(), strict=True)
         ]
         user_known = bool(features.sparse[0, _COLUMN["user_id"]] != 0)
-        return RankResponse.model_validate({"model": self.served, "user_known": user_known, "items": items})
+        # Built, not validated: every field is made here from typed arrays (validating 1,000 items cost 0.16 ms).
+        return RankResponse.model_construct(model=self.served, user_known=user_known, items=items)
 
 
 def _codes(vocab: pd.Index, values) -> np.ndarray:
