@@ -66,7 +66,6 @@ _LIMITS: EdgeLimits | None = None
 def install(limits: EdgeLimits) -> None:
     """Serve HTTP with `EdgeProtocol` under `limits` in this process (uvicorn's "auto" protocol)."""
     import uvicorn.config
-
     from bentoml._internal.server.http import traffic
 
     global _LIMITS
