@@ -370,3 +370,15 @@ def test_a_plain_table_tag_is_its_own_cache_key(monkeypatch) -> None:
     )
     with pytest.raises(UnsafeTagError):
         RegistrySource().load(ServedModel(name="m", version="1", fingerprint="f", embeddings="../.."))
+
+
+def test_the_registry_fetch_refuses_an_unsafe_tag_before_any_download(tmp_path, monkeypatch) -> None:
+    # The daily loop and the package check call `registry.fetch` directly, not through the service's source.
+    from cscnn.state import State
+    from cscnn.tools import registry
+
+    monkeypatch.setattr(registry, "client", lambda *_a, **_k: None)
+    ref = registry.ModelRef(name="m", version="1", run_id="r", fingerprint="f", embeddings="embeddings/../../../x")
+    with pytest.raises(UnsafeTagError):
+        registry.fetch(ref, State(tmp_path))
+    assert not (tmp_path / "model-cache").exists()

@@ -8,10 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from cscnn.errors import CSCNNError
 
 
 @contextlib.contextmanager
@@ -69,3 +72,23 @@ def _json_default(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_NAME_LENGTH = 200
+
+
+class UnsafeNameError(CSCNNError):
+    """A name from outside (a registry tag) that is not a plain relative path: as a path it could leave its folder."""
+
+
+def flat_name(relative: str) -> str:
+    """A plain relative path of names as one folder name, its parts joined by '_' ("embeddings/2026-01-08" ->
+    "embeddings_2026-01-08"). Only parts of letters, digits, '.', '_' and '-' that start with a letter or digit
+    are accepted (no '..', no leading '/', no backslash, no empty part), 200 characters at most; anything else
+    raises `UnsafeNameError`. For names that become paths: the registry's table tag is a cache folder and an
+    artifact path."""
+    parts = relative.split("/")
+    if not relative or len(relative) > MAX_NAME_LENGTH or not all(_NAME_PART.fullmatch(part) for part in parts):
+        raise UnsafeNameError(f"refusing the name {relative[:80]!r}: not a plain relative path of names")
+    return "_".join(parts)

@@ -7,7 +7,6 @@ version into a `Ranker` (slow; only when the name changes).
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,28 +15,15 @@ from typing import Protocol
 
 from cscnn.config import ServeConfig, load_config
 from cscnn.errors import CSCNNError
+from cscnn.files import UnsafeNameError, flat_name
 from cscnn.serving.ranker import Ranker, load_ranker
 from cscnn.serving.schemas import ServedModel
 from cscnn.state import State
 from cscnn.training.checkpoint import CARD_FILE
 
-_TAG_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-MAX_TAG_LENGTH = 200
-
-
-class UnsafeTagError(CSCNNError):
-    """A registry table tag that is not a plain relative path (it would leave the run's artifacts or the cache)."""
-
-
-def cache_key(tag: str) -> str:
-    """The cache folder name of a registry table tag: its parts joined by '_' ("embeddings/2026-01-08" ->
-    "embeddings_2026-01-08"). The tag is also the table's artifact path in its run, so only plain names are
-    accepted: parts of letters, digits, '.', '_' and '-' that start with a letter or digit (no '..', no leading
-    '/', no backslash, no empty part), 200 characters at most. Anything else raises `UnsafeTagError`."""
-    parts = tag.split("/")
-    if not tag or len(tag) > MAX_TAG_LENGTH or not all(_TAG_PART.fullmatch(part) for part in parts):
-        raise UnsafeTagError(f"refusing the table tag {tag[:80]!r}: not a plain relative path of names")
-    return "_".join(parts)
+# A table tag becomes a cache folder and an artifact path (`cscnn.tools.registry.fetch`): plain names only.
+UnsafeTagError = UnsafeNameError
+cache_key = flat_name
 
 
 class ModelSource(Protocol):

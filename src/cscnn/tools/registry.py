@@ -25,7 +25,7 @@ from mlflow.pyfunc import PythonModel
 from cscnn.config import Config
 from cscnn.data import schema
 from cscnn.errors import CSCNNError
-from cscnn.files import atomic_dir
+from cscnn.files import atomic_dir, flat_name
 from cscnn.state import State
 
 CHAMPION = "champion"
@@ -125,7 +125,8 @@ def fetch(ref: ModelRef, state: State | None = None) -> tuple[Path, Path]:
     client(state)
     if ref.embeddings is None:
         raise CSCNNError(f"model version {ref.version} has no embedding table yet (tag '{EMBEDDINGS_TAG}' unset)")
-    target = state.model_cache / ref.name / ref.version / ref.embeddings.replace("/", "_")
+    # The tag is read from the registry: a plain relative name or nothing (`..` would leave the cache folder).
+    target = state.model_cache / ref.name / ref.version / flat_name(ref.embeddings)
     if not (target / "checkpoint").is_dir() or not (target / "table").is_dir():
         with atomic_dir(target) as tmp:
             model_dir = Path(
@@ -300,6 +301,7 @@ def attach_embeddings(ref: ModelRef, table_dir: Path, key: str, state: State | N
         )
     mlflow_client = client(state)
     artifact_path = f"{EMBEDDINGS_TAG}/{key}"
+    flat_name(artifact_path)  # refuse a key that is not a plain name before anything is logged
     mlflow_client.log_artifacts(ref.run_id, str(table_dir), artifact_path)
     mlflow_client.set_model_version_tag(ref.name, ref.version, EMBEDDINGS_TAG, artifact_path)
     return get_version(ref.version, state, ref.name)
