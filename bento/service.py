@@ -159,8 +159,8 @@ class RankingService:
         except NotReadyError as exc:
             return _error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
         self.metrics.ranked(response)
-        # Serialised here in one call (pydantic's `to_json`, the bytes `model_dump_json` gives): BentoML would
-        # serialise the same model through its serde and send it as an iterable, chunked body.
+        # BentoML serialises it. Returning a pre-serialised JSON Response (the same bytes) measured slower
+        # (281-326 vs 390-414 req/s at 200 x 8, docs/benchmarks.md), so the model is returned as is.
         return response
 
     @bentoml.api(route="/admin/reload")
