@@ -194,7 +194,8 @@ def test_kill_during_training_then_during_registration_leaves_no_half_made_versi
     assert faults["register"]["code"] == KILLED, faults["register"]["log"][-3000:]
     # the registration was killed with the version created and its run open: what the next run must undo
     orphans = faults["after_register"]["versions"]
-    assert len(orphans) == 1 and "RUNNING" in faults["after_register"]["runs"].values()
+    assert len(orphans) == 1, orphans  # (seen once with 2 under a load average of 5: kept loud to diagnose)
+    assert "RUNNING" in faults["after_register"]["runs"].values(), faults["after_register"]["runs"]
     [(orphan, _)] = orphans.items()
     after = faults["after_package"]
     assert orphan not in after["versions"], "the next run deleted the half-registered version"
