@@ -45,8 +45,8 @@ Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that
   in any step) or the configuration is bad: those fail at once (retrying cannot fix the data, and a retrying
   run holds every later run back).
 * **Where to look**: the `report` task runs after the pipeline task whatever its outcome; its XCom tab shows
-  the day's outcome (status, gate decision and reasons, AUCs, model and data versions, data docs, the failed
-  step and its error) and its log prints the same; `cscnn daily status --day D`; the MLflow UI.
+  the day's outcome (key `outcome`, one line: status, gate decision and reasons, AUCs, model and data versions,
+  data docs, the failed step and its error) and its log prints the same; `cscnn daily status --day D`; MLflow.
 * **Landing**: the `landing` param, else `$CSCNN_LANDING`, else the folder `make demo` recorded in the state,
   else `data/small`. A missing folder or a day that has not landed fails at once, without retries.
 """
@@ -97,13 +97,14 @@ def cscnn_daily():
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def report(params: dict[str, Any] | None = None, ds: str | None = None, ti=None) -> dict[str, Any]:
         """The day's outcome from its status, whether the pipeline task succeeded or failed: status, gate
-        decision and reasons, AUCs, model and data versions, data docs, the failed step and its error. Its XCom
-        (`return_value`, or `outcome` when the run failed) shows it in the UI without opening a log."""
+        decision and reasons, AUCs, model and data versions, data docs, the failed step and its error. One XCom
+        per field (`outcome`: all of it in one line), so the UI's XCom tab shows it without opening a log."""
         states = ti.get_task_states(dag_id=ti.dag_id, task_ids=["trigger_pipeline"], run_ids=[ti.run_id])
         trigger_state = states.get(ti.run_id, {}).get("trigger_pipeline")
         summary, failure = orchestration.outcome(params or {}, ds, os.environ, REPO_ROOT, trigger_state)
         if failure:
-            ti.xcom_push("outcome", summary)
+            for key, value in summary.items():  # what returning it would push (a dict: one XCom per key)
+                ti.xcom_push(key, value)
             raise AirflowFailException(failure)  # the run stays failed: this task is its last
         return summary
 

@@ -434,13 +434,19 @@ def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monk
     # What the UI shows: real run durations (not logical date -> now), and the outcome in the report's XCom.
     with contextlib.closing(sqlite3.connect(state.airflow_home / "airflow.db")) as db:
         runs = db.execute("SELECT logical_date, start_date, end_date FROM dag_run ORDER BY logical_date").fetchall()
-        outcomes = dict(db.execute("SELECT key, value FROM xcom WHERE task_id = 'report' ORDER BY run_id").fetchall())
+        outcomes = dict(
+            db.execute(
+                "SELECT substr(r.logical_date, 1, 10), x.value FROM xcom x JOIN dag_run r ON x.run_id = r.run_id"
+                " AND x.dag_id = r.dag_id WHERE x.task_id = 'report' AND x.key = 'outcome'"
+            ).fetchall()
+        )
     assert [run[0][:10] for run in runs] == ["2026-01-04", "2026-01-05", "2026-01-06"]
     for _, start, end in runs:
         seconds = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
         assert start >= started.strftime("%Y-%m-%d %H:%M") and 0 < seconds < 300, (start, end)
-    assert "day 2026-01-04: promoted" in str(outcomes["return_value"])
-    assert "has not landed" in str(outcomes["outcome"])  # the last failed run's outcome
+    assert "day 2026-01-04: promoted | " in outcomes["2026-01-04"] and "gate: PASSED" in outcomes["2026-01-04"]
+    assert "rejected" in outcomes["2026-01-05"]  # the report task ran after the failed pipeline task
+    assert "day 2026-01-06 has not landed" in outcomes["2026-01-06"]
 
     calls = [json.loads(line) for line in (state.root / "calls.jsonl").read_text().splitlines()]
     assert [c["arguments"]["day"] for c in calls] == ["2026-01-04", "2026-01-05"]  # one try each

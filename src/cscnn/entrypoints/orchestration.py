@@ -298,22 +298,22 @@ def report(trigger: Mapping[str, Any]) -> dict[str, Any]:
 def outcome(
     params: Mapping[str, Any], ds: str | None, env: Mapping[str, str], root: Path, trigger_state: str | None
 ) -> tuple[dict[str, Any], str | None]:
-    """What the DAG's report task shows whether the pipeline task succeeded or not: the day's summary with the
-    report's lines (its XCom, readable in the UI without a log), and the failure message when the run failed
-    (None when it succeeded)."""
+    """What the DAG's report task shows whether the pipeline task succeeded or not: the day's summary with
+    `outcome`, the report in one line (its XComs, readable in the UI's XCom tab without a log), and the failure
+    message when the run failed (None when it succeeded)."""
     try:
         arguments = daily_arguments(params, ds, env, root)
         if trigger_state != "success":
             check_landed(arguments["landing"], arguments["day"])
     except (ValueError, NotRetryable) as exc:
         print(exc, flush=True)
-        return {"day": params.get("day") or ds, "status": None, "report": str(exc).splitlines()}, str(exc)
+        return {"day": params.get("day") or ds, "status": None, "outcome": " ".join(str(exc).split())}, str(exc)
     from cscnn.daily import faults
 
     record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
     text = status.report(record)
     print(text, flush=True)
-    summary = {**status.summary(record), "report": text.splitlines()}
+    summary = {**status.summary(record), "outcome": " | ".join(line.strip() for line in text.splitlines())}
     if trigger_state == "success":
         return summary, None
     return summary, f"the pipeline task ended {trigger_state}: {record.error or text.splitlines()[0]}"
