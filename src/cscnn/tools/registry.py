@@ -51,8 +51,15 @@ def client(state: State | None = None):
     state = state or State.from_env()
     if state.tracking_uri.startswith("sqlite:///"):
         state.root.mkdir(parents=True, exist_ok=True)
+    user_setting = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(state.tracking_uri)
     mlflow.set_registry_uri(state.tracking_uri)
+    # MLflow also exports the URI to os.environ (for subprocesses); but `State.tracking_uri` reads that variable
+    # as the user's setting, so leaving it would pin every later state of this process to this one's registry.
+    if user_setting is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_setting
     mlflow_client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
     if mlflow_client.get_experiment_by_name(EXPERIMENT) is None:
         location = state.artifact_root.as_uri() if state.tracking_uri.startswith("sqlite") else None
