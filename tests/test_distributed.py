@@ -138,7 +138,7 @@ def test_the_image_cache_serves_what_decoding_everything_serves(tiny_world):
         images, categories = cache.fetch(rows)
         torch.testing.assert_close(images, eager.images[rows])
         torch.testing.assert_close(categories, eager.categories[rows])
-    assert len(cache._row) <= 8 and cache.decoded < 20 * 12  # bounded, and hits were served from memory
+    assert cache._filled <= 8 and cache.decoded < 20 * 12  # bounded, and hits were served from memory
     wide = torch.arange(20)  # more distinct rows than the cache holds: decoded, still right
     torch.testing.assert_close(cache.fetch(wide)[0], eager.images[wide])
     broken = tiny_world.parent / "broken-world"

@@ -158,10 +158,14 @@ class CachedImages:
         self.item_ids = world.items["item_id"].to_numpy()
         self.categories = torch.from_numpy(encoder.category_index(world.items["category"]))
         self.size, self.capacity = image_size, max(1, min(capacity, len(self.files)))
-        self._pixels = np.empty((0, 3, image_size, image_size), dtype=np.uint8)  # grows up to `capacity` slots
+        # All `capacity` slots reserved at once but not touched: the OS commits a page when a decoded image is first
+        # written into it, so resident memory grows with the slots filled. (Growing the array by concatenation
+        # copied the whole cache on every miss: 25 s of one 64-day epoch.)
+        self._pixels = np.empty((self.capacity, 3, image_size, image_size), dtype=np.uint8)
         self._slot = np.full(len(self.files), -1, dtype=np.int64)  # catalogue row -> slot, -1: not cached
-        self._row = np.empty(0, dtype=np.int64)  # slot -> catalogue row
-        self._used = np.empty(0, dtype=np.int64)  # slot -> last fetch that used it
+        self._row = np.full(self.capacity, -1, dtype=np.int64)  # slot -> catalogue row
+        self._used = np.zeros(self.capacity, dtype=np.int64)  # slot -> last fetch that used it
+        self._filled = 0  # slots [0, _filled) hold images
         self._clock = 0
         self.decoded = 0  # images decoded so far (misses)
 
@@ -184,17 +188,10 @@ class CachedImages:
 
     def _load(self, rows: np.ndarray, keep: np.ndarray) -> None:
         """Decode `rows` into free slots, else into the least recently used ones not in `keep` (this fetch's)."""
-        free = self.capacity - len(self._row)
-        grow = min(free, len(rows))
-        if grow:
-            start = len(self._row)
-            self._pixels = np.concatenate([self._pixels, np.empty((grow, *self._pixels.shape[1:]), np.uint8)])
-            self._row = np.concatenate([self._row, np.full(grow, -1)])
-            self._used = np.concatenate([self._used, np.zeros(grow, dtype=np.int64)])
-            slots = np.arange(start, start + grow)
-        else:
-            slots = np.empty(0, dtype=np.int64)
-        if len(rows) > grow:
+        grow = min(self.capacity - self._filled, len(rows))
+        slots = np.arange(self._filled, self._filled + grow)
+        self._filled += grow
+        if len(rows) > grow:  # the cache is full: evict
             ticks = self._used.copy()
             ticks[keep] = ticks[slots] = np.iinfo(np.int64).max  # never evict what this fetch needs or just got
             victims = np.argpartition(ticks, len(rows) - grow - 1)[: len(rows) - grow]
