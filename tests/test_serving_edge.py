@@ -96,16 +96,12 @@ def server(model_dirs, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"bentoml serve exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"not ready in 90 s:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        from cscnn.tools.packaging import PackagingError, wait_ready
+
+        try:
+            wait_ready(url, 90, proc)
+        except PackagingError as exc:
+            pytest.fail(f"{exc}:\n{log.read_text()[-3000:]}")
         yield Server(url, log, port)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
