@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch
 from cscnn.config import load_config
 from cscnn.data.io import open_world
 from cscnn.data.synth import generate_world
+from cscnn.training.allocator import reuse_freed_memory
 from cscnn.training.checkpoint import build_model
 from cscnn.training.features import encode, feature_frame, image_bank
 from cscnn.training.stream import shuffled_batches
@@ -91,6 +93,8 @@ def main() -> None:
     parser.add_argument("--variants", default="cnn,cscnn")
     parser.add_argument("--paths", default="streamed", help="data paths to compare: streamed, memory (comma list)")
     parser.add_argument("--batch-size", type=int, default=0, help="impressions per batch (default: the profile's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, key=value")
+    parser.add_argument("--no-dedup-off", action="store_true", help="skip the dedup=off rows (the cost ratio only)")
     parser.add_argument(
         "--out", type=Path, default=None, help="default: benchmarks/results/train_throughput_<profile>.json"
     )
@@ -98,14 +102,16 @@ def main() -> None:
     args.out = args.out or Path(f"benchmarks/results/train_throughput_{args.profile}.json")
 
     overrides = [f"train.batch_size={args.batch_size}"] if args.batch_size else []
-    base = load_config(args.profile, overrides=overrides)
+    base = load_config(args.profile, overrides=overrides + args.overrides)
     torch.set_num_threads(base.train.num_threads or os.cpu_count() or 1)
+    if base.train.reuse_freed_memory:  # as `cscnn train` does (cscnn.training.allocator)
+        reuse_freed_memory()
     generate_world(base.world, args.data)
     world = open_world(args.data)
     rows = []
     for variant in args.variants.split(","):
         cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, variant=variant))
-        for dedup in (True, False):
+        for dedup in (True,) if args.no_dedup_off else (True, False):
             row = measure(cfg, world, dedup, args.steps)
             rows.append(row)
             print(
@@ -113,8 +119,9 @@ def main() -> None:
                 f"{row['ms_per_step']:8.1f} ms/step  CNN images/batch {row['cnn_images_per_batch']:.0f} "
                 f"of {row['batch_size']}"
             )
-        on, off = rows[-2], rows[-1]
-        print(f"{variant:8s} speedup from dedup: {on['impressions_per_s'] / off['impressions_per_s']:.1f}x")
+        on, off = (rows[-1], None) if args.no_dedup_off else (rows[-2], rows[-1])
+        if off is not None:
+            print(f"{variant:8s} speedup from dedup: {on['impressions_per_s'] / off['impressions_per_s']:.1f}x")
         by_path = {"streamed": on}
         for path in [p for p in args.paths.split(",") if p != "streamed"]:
             by_path[path] = row = measure(cfg, world, True, args.steps, path)
@@ -125,9 +132,14 @@ def main() -> None:
                 f"{variant:8s} end to end, loading included: streamed {on['end_to_end_impressions_per_s']:.0f}, "
                 f"in memory {by_path['memory']['end_to_end_impressions_per_s']:.0f} impressions/s ({ratio:.2f}x)"
             )
+    step_ms = {r["variant"]: r["ms_per_step"] for r in rows if r["dedup"] and r["data_path"] == "streamed"}
+    if "cnn" in step_ms:
+        for variant, ms in step_ms.items():
+            print(f"{variant:8s} step cost vs cnn: {ms / step_ms['cnn']:.2f}x")
     result = {
-        "command": f"python benchmarks/train_throughput.py --profile {args.profile} --data {args.data} "
-        f"--steps {args.steps} --variants {args.variants} --batch-size {base.train.batch_size} --paths {args.paths}",
+        "command": " ".join(["python benchmarks/train_throughput.py", *sys.argv[1:]]),
+        "config": {"model": dataclasses.asdict(base.model), "train": dataclasses.asdict(base.train)},
+        "step_cost_vs_cnn": {v: ms / step_ms["cnn"] for v, ms in step_ms.items()} if "cnn" in step_ms else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
         "rows": rows,

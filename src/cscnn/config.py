@@ -19,6 +19,12 @@ from cscnn.errors import ConfigError
 from cscnn.variants import VARIANTS
 
 
+# What drives the visual part of the click model (docs/synthetic_world.md): attributes (five attributes, a few
+# categories: the default world), many_directions (eight attributes, each category its own direction: a
+# capacity bottleneck for a category-blind CNN), regions (a badge in a category-specific corner, or the texture).
+VISUAL_MODELS = ("attributes", "many_directions", "regions")
+
+
 @dataclass
 class WorldConfig:
     """The synthetic world (`cscnn data synth`)."""
@@ -38,10 +44,15 @@ class WorldConfig:
     position_weight: float = 0.15  # logit drop per slot
     clutter: int = 3  # distractor shapes per image
     pixel_noise: float = 12.0  # std of Gaussian pixel noise (0-255 scale)
+    visual_model: str = "attributes"  # one of VISUAL_MODELS
     seed: int = 0
     # Days written with deliberate contract violations (labels out of {0, 1}, duplicated impressions): a
     # broken upstream export, so that demos and tests can watch validation stop a run. Empty by default.
     broken_days: list[str] = field(default_factory=list)
+
+
+ATTENTION_GATES = ("sigmoid", "scaled", "residual")  # cscnn.models.attention.GATES implements each
+CONV_INITS = ("default", "kaiming")
 
 
 @dataclass
@@ -56,6 +67,12 @@ class ModelConfig:
     reduction: int = 4  # channel-attention MLP reduction ratio
     channel_prior_dim: int = 16  # size of the per-category, per-layer channel prior Ac_k
     spatial_kernel: int = 7
+    # How an attention map M (channel or spatial, SE/CBAM/CSCNN alike) reweights its feature map F; see
+    # docs/model.md. sigmoid: F * sigmoid(M), the papers' form (starts at 0.5: five layers shrink F 32x);
+    # scaled: F * 2 sigmoid(M) (identity at M = 0); residual: F + F * sigmoid(M) (never below F).
+    attention_gate: str = "sigmoid"
+    conv_init: str = "default"  # default: PyTorch's (shrinks activations layer by layer); kaiming: He normal
+    prior_init_std: float = 1.0  # std of the CSCNN category priors at initialisation (channel and spatial)
     embed_dim: int = 16
     cross_layers: int = 3
     deep_layers: list[int] = field(default_factory=lambda: [256, 128])
@@ -69,6 +86,10 @@ class TrainConfig:
     batch_size: int = 2048
     lr: float = 2e-3
     weight_decay: float = 0.0
+    warmup_steps: int = 0  # learning rate rises linearly from 0 over this many optimisation steps
+    # Keep freed memory for reuse instead of returning it to the system after every step (glibc only; see
+    # cscnn.training.allocator): on 2 CPU cores it halves the time of a plain CNN step.
+    reuse_freed_memory: bool = True
     patience: int = 2  # early stopping on validation AUC
     seed: int = 0
     dedup: bool = True  # each unique image goes through the CNN once per batch
@@ -143,6 +164,10 @@ class Config:
         """Reject settings that would fail deep inside torch later, with the setting's name."""
         m, t = self.model, self.train
         checks = [
+            (
+                self.world.visual_model in VISUAL_MODELS,
+                f"world.visual_model={self.world.visual_model!r}: choose one of {list(VISUAL_MODELS)}",
+            ),
             (m.variant in VARIANTS, f"model.variant={m.variant!r}: choose one of {list(VARIANTS)}"),
             (m.stem_stride >= 1, "model.stem_stride must be >= 1"),
             (
@@ -157,6 +182,12 @@ class Config:
             (all(w >= 1 for w in m.deep_layers), f"model.deep_layers={m.deep_layers} must be positive widths"),
             (m.spatial_kernel >= 1 and m.spatial_kernel % 2 == 1, "model.spatial_kernel must be odd and >= 1"),
             (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
+            (
+                m.attention_gate in ATTENTION_GATES,
+                f"model.attention_gate={m.attention_gate!r}: choose one of {list(ATTENTION_GATES)}",
+            ),
+            (m.conv_init in CONV_INITS, f"model.conv_init={m.conv_init!r}: choose one of {list(CONV_INITS)}"),
+            (m.prior_init_std > 0 and t.warmup_steps >= 0, "model.prior_init_std must be > 0, train.warmup_steps >= 0"),
             (m.cross_layers >= 0 and m.pretrain_epochs >= 0, "model.cross_layers/pretrain_epochs must be >= 0"),
             (
                 min(m.visual_dim, m.reduction, m.channel_prior_dim, m.embed_dim) >= 1,

@@ -1,9 +1,12 @@
 """Attention modules applied after every convolutional layer of the visual backbone.
 
 All share one call signature, `module(features, category) -> (features, maps)`, so the backbone does not
-care which one it holds. `maps` holds the attention weights (`channel`: [N, C], `spatial`: [N, H, W]) for
-inspection; only category-aware modules use `category`. `ATTENTIONS` at the end names each kind for the
-variant table (`cscnn.variants`).
+care which one it holds. `maps` holds the multipliers applied to the features (`channel`: [N, C],
+`spatial`: [N, H, W]) for inspection; only category-aware modules use `category`. `ATTENTIONS` at the end
+names each kind for the variant table (`cscnn.variants`).
+
+How a map reweights its features is `model.attention_gate` (`GATES`), the same for SE, CBAM and CSCNN so
+that the comparison stays fair; docs/model.md has the measurements behind the default.
 """
 
 from __future__ import annotations
@@ -14,8 +17,19 @@ import torch
 from torch import nn
 
 from cscnn.config import ModelConfig
+from cscnn.models.spatial_conv import SpatialConv
 
 Maps = dict[str, torch.Tensor]
+Gate = Callable[[torch.Tensor], torch.Tensor]
+
+# attention logits -> the multiplier of the features. sigmoid: the papers' F * sigmoid(M), 0.5 at the start,
+# so five layers in a row shrink the signal ~32x. scaled: F * 2 sigmoid(M), the identity at M = 0 and free
+# to go from 0 to 2x. residual: F + F * sigmoid(M), never below F (the identity path always open).
+GATES: dict[str, Gate] = {
+    "sigmoid": torch.sigmoid,
+    "scaled": lambda logits: 2.0 * torch.sigmoid(logits),
+    "residual": lambda logits: 1.0 + torch.sigmoid(logits),
+}
 
 
 class NoAttention(nn.Module):
@@ -23,21 +37,25 @@ class NoAttention(nn.Module):
         return x, {}
 
 
+def _spatial_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over H, W: [N, C, H, W] -> [N, C]. Means are taken as sum x (1/n) on the small result: the
+    backward pass of `mean` divides the full-size gradient, one more pass over every feature map."""
+    return x.sum(dim=(2, 3))
+
+
 class SqueezeExcitation(nn.Module):
     """SE (Hu et al. 2018): channel weights from global average pooling; not category-aware."""
 
-    def __init__(self, channels: int, reduction: int) -> None:
+    def __init__(self, channels: int, reduction: int, gate: Gate) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        self.gate = gate
 
     def forward(self, x: torch.Tensor, category: torch.Tensor) -> tuple[torch.Tensor, Maps]:
-        weights = torch.sigmoid(self.mlp(x.mean(dim=(2, 3))))
+        pooled = _spatial_sum(x) * (1.0 / (x.shape[2] * x.shape[3]))
+        weights = self.gate(self.mlp(pooled))
         return x * weights[:, :, None, None], {"channel": weights}
-
-
-# Category priors start as N(0, 1), like embedding rows: a near-zero start makes every category look alike
-# to the attention MLP until training has pulled them apart.
 
 
 def _category_prior(prior: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
@@ -46,49 +64,63 @@ def _category_prior(prior: torch.Tensor, category: torch.Tensor) -> torch.Tensor
     The mean prior is the documented fallback for a category the model never saw in training.
     """
     table = torch.cat([prior.mean(dim=0, keepdim=True), prior], dim=0)
-    return table[category]
+    return table.index_select(0, category)  # backward: index_add_, not indexing's slower index_put_
+
+
+def _prior(n_categories: int, size: int, std: float) -> nn.Parameter | None:
+    """Category priors start as N(0, std^2), like embedding rows (`model.prior_init_std`): a near-zero start
+    makes every category look alike to the attention until training has pulled them apart."""
+    return nn.Parameter(torch.randn(n_categories, size) * std) if n_categories else None
 
 
 class ChannelAttention(nn.Module):
-    """`Mc(F, k) = sigmoid(MLP([AvgPool(F); Ac_k]) + MLP([MaxPool(F); Ac_k]))` with a shared MLP.
+    """`Mc(F, k) = gate(MLP([AvgPool(F); Ac_k]) + MLP([MaxPool(F); Ac_k]))` with a shared MLP.
 
     With `n_categories == 0` it is CBAM's channel attention (no prior).
     """
 
-    def __init__(self, channels: int, reduction: int, n_categories: int = 0, prior_dim: int = 0) -> None:
+    def __init__(
+        self, channels: int, reduction: int, gate: Gate, n_categories: int = 0, prior_dim: int = 0, prior_std=1.0
+    ) -> None:
         super().__init__()
-        self.prior = nn.Parameter(torch.randn(n_categories, prior_dim)) if n_categories else None
+        self.prior = _prior(n_categories, prior_dim, prior_std)
         in_dim = channels + (prior_dim if n_categories else 0)
         hidden = max(1, channels // reduction)
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        self.gate = gate
 
     def forward(self, x: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         # max_pool/max keep the argmax for backward; amax's backward (tie-splitting) is several times slower.
-        avg, mx = x.mean(dim=(2, 3)), nn.functional.adaptive_max_pool2d(x, 1).flatten(1)
+        avg = _spatial_sum(x) * (1.0 / (x.shape[2] * x.shape[3]))
+        pooled = torch.cat([avg, nn.functional.adaptive_max_pool2d(x, 1).flatten(1)])  # one MLP call, [2N, C]
         if self.prior is not None:
             prior = _category_prior(self.prior, category)
-            avg, mx = torch.cat([avg, prior], dim=1), torch.cat([mx, prior], dim=1)
-        return torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+            pooled = torch.cat([pooled, prior.repeat(2, 1)], dim=1)
+        logits = self.mlp(pooled)
+        return self.gate(logits[: len(x)] + logits[len(x) :])
 
 
 class SpatialAttention(nn.Module):
-    """`Ms(F', k) = sigmoid(conv([mean_c(F'); max_c(F'); As_k]))`, `As_k` a learned HxW map per category.
+    """`Ms(F', k) = gate(conv([mean_c(F'); max_c(F'); As_k]))`, `As_k` a learned HxW map per category.
 
     With `n_categories == 0` it is CBAM's spatial attention (no prior map).
     """
 
-    def __init__(self, height: int, width: int, kernel: int, n_categories: int = 0) -> None:
+    def __init__(
+        self, height: int, width: int, kernel: int, gate: Gate, n_categories: int = 0, prior_std: float = 1.0
+    ) -> None:
         super().__init__()
         self.shape = (height, width)
-        self.prior = nn.Parameter(torch.randn(n_categories, height * width)) if n_categories else None
+        self.prior = _prior(n_categories, height * width, prior_std)
         in_channels = 3 if n_categories else 2
-        self.conv = nn.Conv2d(in_channels, 1, kernel_size=kernel, padding=kernel // 2)
+        self.conv = SpatialConv(in_channels, kernel, height, width)
+        self.gate = gate
 
     def forward(self, x: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
-        parts = [x.mean(dim=1, keepdim=True), x.max(dim=1, keepdim=True).values]
+        parts = [x.sum(dim=1, keepdim=True) * (1.0 / x.shape[1]), x.max(dim=1, keepdim=True).values]
         if self.prior is not None:
             parts.append(_category_prior(self.prior, category).view(-1, 1, *self.shape))
-        return torch.sigmoid(self.conv(torch.cat(parts, dim=1))).squeeze(1)
+        return self.gate(self.conv(torch.cat(parts, dim=1))).squeeze(1)
 
 
 class ChannelSpatialAttention(nn.Module):
@@ -100,19 +132,22 @@ class ChannelSpatialAttention(nn.Module):
     def __init__(
         self,
         channels: int,
-        height: int,
-        width: int,
-        *,
-        reduction: int,
-        kernel: int,
+        size: int,
+        cfg: ModelConfig,
         n_categories: int = 0,
-        prior_dim: int = 0,
         use_channel: bool = True,
         use_spatial: bool = True,
     ) -> None:
         super().__init__()
-        self.channel = ChannelAttention(channels, reduction, n_categories, prior_dim) if use_channel else None
-        self.spatial = SpatialAttention(height, width, kernel, n_categories) if use_spatial else None
+        gate, std = GATES[cfg.attention_gate], cfg.prior_init_std
+        self.channel = (
+            ChannelAttention(channels, cfg.reduction, gate, n_categories, cfg.channel_prior_dim, std)
+            if use_channel
+            else None
+        )
+        self.spatial = (
+            SpatialAttention(size, size, cfg.spatial_kernel, gate, n_categories, std) if use_spatial else None
+        )
 
     def forward(self, x: torch.Tensor, category: torch.Tensor) -> tuple[torch.Tensor, Maps]:
         maps: Maps = {}
@@ -131,24 +166,16 @@ AttentionBuilder = Callable[[int, int, ModelConfig, int], nn.Module]
 
 def _channel_spatial(use_channel: bool = True, use_spatial: bool = True) -> AttentionBuilder:
     def build(channels: int, size: int, cfg: ModelConfig, n_categories: int) -> nn.Module:
-        return ChannelSpatialAttention(
-            channels,
-            size,
-            size,
-            reduction=cfg.reduction,
-            kernel=cfg.spatial_kernel,
-            n_categories=n_categories,
-            prior_dim=cfg.channel_prior_dim,
-            use_channel=use_channel,
-            use_spatial=use_spatial,
-        )
+        return ChannelSpatialAttention(channels, size, cfg, n_categories, use_channel, use_spatial)
 
     return build
 
 
 ATTENTIONS: dict[str, AttentionBuilder] = {
     "none": lambda channels, size, cfg, n_categories: NoAttention(),
-    "se": lambda channels, size, cfg, n_categories: SqueezeExcitation(channels, cfg.reduction),
+    "se": lambda channels, size, cfg, n_categories: SqueezeExcitation(
+        channels, cfg.reduction, GATES[cfg.attention_gate]
+    ),
     "channel_spatial": _channel_spatial(),
     "channel": _channel_spatial(use_spatial=False),
     "spatial": _channel_spatial(use_channel=False),

@@ -10,7 +10,7 @@ from torch import nn
 
 from cscnn.config import ModelConfig
 from cscnn.models.backbone import VisualBackbone
-from cscnn.models.layers import CrossNetwork, mlp
+from cscnn.models.layers import CrossNetwork, mlp, seeded
 from cscnn.variants import get_variant
 
 
@@ -79,19 +79,24 @@ class CTRModel(nn.Module):
         super().__init__()
         self.variant = cfg.variant
         spec = get_variant(cfg.variant)
-        self.embeddings = nn.ModuleList(nn.Embedding(size + 1, cfg.embed_dim) for size in vocab_sizes)
+        # one draw from the global generator, whatever the variant; each part then has a seed of its own
+        base = int(torch.randint(0, 2**31 - 16, ()))
+        with seeded(base):
+            self.embeddings = nn.ModuleList(nn.Embedding(size + 1, cfg.embed_dim) for size in vocab_sizes)
         self.backbone: VisualBackbone | None = None
         self.fusion: nn.Linear | None = None
         visual_dim = 0
         if spec.uses_images:
-            self.backbone = VisualBackbone(cfg, n_categories, spec)
+            self.backbone = VisualBackbone(cfg, n_categories, spec, seed=base + 1)
             visual_dim = cfg.visual_dim
         if spec.pretrain:  # a trainable projection on top of the frozen, pretrained CNN
-            self.fusion = nn.Linear(cfg.visual_dim, cfg.visual_dim)
+            with seeded(base + 4):
+                self.fusion = nn.Linear(cfg.visual_dim, cfg.visual_dim)
         in_dim = len(vocab_sizes) * cfg.embed_dim + n_dense + visual_dim
-        self.cross = CrossNetwork(in_dim, cfg.cross_layers)
-        self.deep, deep_dim = mlp(in_dim, cfg.deep_layers, cfg.dropout)
-        self.out = nn.Linear(in_dim + deep_dim, 1)
+        with seeded(base + 5):
+            self.cross = CrossNetwork(in_dim, cfg.cross_layers)
+            self.deep, deep_dim = mlp(in_dim, cfg.deep_layers, cfg.dropout)
+            self.out = nn.Linear(in_dim + deep_dim, 1)
 
     @property
     def uses_images(self) -> bool:

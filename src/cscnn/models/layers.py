@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -28,3 +31,16 @@ def mlp(in_dim: int, hidden: list[int], dropout: float) -> tuple[nn.Sequential, 
         layers += [nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)]
         in_dim = width
     return nn.Sequential(*layers), in_dim
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Build modules from their own seed, leaving the global generator as it was.
+
+    Each part of the model (id embeddings, convolutions, attention, projection, CTR network) is drawn from a
+    seed of its own, so variants that share a part start it from the same weights: `cnn` and `cscnn` differ
+    at initialisation only in the attention modules, and a paired comparison measures the attention.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

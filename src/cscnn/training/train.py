@@ -19,6 +19,7 @@ from cscnn.errors import ConfigError
 from cscnn.models import Batch, CTRModel
 from cscnn.models.ctr import ImageSource
 from cscnn.training import distributed
+from cscnn.training.allocator import reuse_freed_memory
 from cscnn.training.checkpoint import build_model, read_card, save_checkpoint
 from cscnn.training.features import CachedImages, DaySplit, FeatureEncoder, cached_images, split_days
 from cscnn.training.metrics import auc
@@ -130,6 +131,17 @@ class Run:
     device: torch.device
     ranks: distributed.Ranks
     rng: np.random.Generator
+    steps: int = 0  # optimisation steps taken so far (the learning-rate warm-up reads it)
+
+
+def _warm_up(run: Run) -> None:
+    """`train.warmup_steps`: the learning rate rises linearly to `train.lr` over the first steps, the same
+    for every variant (attention modules and priors start untrained, and Adam's first steps are large)."""
+    warmup = run.cfg.train.warmup_steps
+    run.steps += 1
+    if warmup and run.steps <= warmup + 1:
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.cfg.train.lr * min(1.0, run.steps / warmup)
 
 
 def run_epoch(run: Run, desc: str, progress: bool) -> dict:
@@ -150,6 +162,7 @@ def run_epoch(run: Run, desc: str, progress: bool) -> dict:
     bar = tqdm(batches, total=total, desc=desc, disable=not progress or not run.ranks.is_main, leave=False)
     for global_batch in bar:
         mine = global_batch.take(distributed.local_slice(len(global_batch), run.ranks))
+        _warm_up(run)
         loss, n_images = train_step(
             run.engine,
             mine.to_batch().to(run.device),
@@ -195,6 +208,8 @@ def train(
     with distributed.process_group(cfg.train, chosen) as ranks:
         device = distributed.device_for(ranks, chosen)
         torch.set_num_threads(_threads(cfg, ranks))
+        if cfg.train.reuse_freed_memory:
+            reuse_freed_memory()
         rng = seed_everything(cfg.train.seed)
         prepared = prepared or prepare(world, cfg, images=variant.uses_images)
         model = build_model(cfg, prepared.encoder).to(device)
