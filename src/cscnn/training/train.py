@@ -21,6 +21,7 @@ from cscnn.models.ctr import ImageSource
 from cscnn.training import distributed
 from cscnn.training.allocator import reuse_freed_memory
 from cscnn.training.checkpoint import build_model, read_card, save_checkpoint
+from cscnn.training.diagnostics import signal_scale
 from cscnn.training.features import CachedImages, DaySplit, FeatureEncoder, cached_images, split_days
 from cscnn.training.metrics import auc
 from cscnn.training.scoring import score_days
@@ -114,6 +115,7 @@ class TrainResult:
     model: CTRModel
     prepared: Prepared
     history: list[dict] = field(default_factory=list)
+    signal_at_start: dict | None = None  # cscnn.training.diagnostics.signal_scale before the first step
     best_epoch: int = 0
     wall_seconds: float = 0.0
     card: dict = field(default_factory=dict)
@@ -227,9 +229,13 @@ def train(
 def _fit(run: Run, progress: bool) -> TrainResult:
     cfg, result = run.cfg, TrainResult(model=run.model, prepared=run.prepared)
     best_auc, best_state, stale = -1.0, copy.deepcopy(run.model.state_dict()), 0
+    if run.prepared.bank is not None and run.model.uses_images:
+        result.signal_at_start = signal_scale(run.model, run.prepared.bank, run.device)
     for epoch in range(1, cfg.train.epochs + 1):
         record = run_epoch(run, f"{cfg.model.variant} epoch {epoch}/{cfg.train.epochs}", progress)
         record = {"epoch": epoch, **record, "val_auc": validation_auc(run)}  # the same on every rank
+        if run.prepared.bank is not None:
+            record["signal"] = signal_scale(run.model, run.prepared.bank, run.device)
         result.history.append(record)
         if progress and run.ranks.is_main:
             tqdm.write(
@@ -257,6 +263,7 @@ def _save(run: Run, result: TrainResult, world: World, out: Path) -> dict:
         "best_epoch": result.best_epoch,
         "val_auc": result.card["val_auc"],
         "history": result.history,
+        "signal_at_start": result.signal_at_start,
         "train_seconds": result.wall_seconds,
         "workers": run.ranks.world_size,
     }
