@@ -232,7 +232,7 @@ def register(
     version with the alias `challenger`. `champion` does not move here."""
     from cscnn.data import schema
     from cscnn.tools import registry
-    from cscnn.training import plots
+    from cscnn.training import attention_plots, plots
     from cscnn.training.features import feature_frame
 
     world = open_world(state.registry_world).until(day)
@@ -241,7 +241,7 @@ def register(
     pictures = work / "pictures"
     plots.roc_curve_png(Path(candidate_dir), world, day, pictures / "roc_curve.png")
     plots.category_auc_png(cand, champ, pictures / "per_category_auc.png")
-    plots.attention_png(Path(candidate_dir), world, pictures / "attention_heatmaps.png")
+    attention_plots.attention_png(Path(candidate_dir), world, pictures / "attention_heatmaps.png")
     write_json(work / "reports" / "evaluation.json", evaluation)
     write_json(work / "reports" / "gate.json", decision)
     artifacts = {"pictures": pictures, "reports": work / "reports"}

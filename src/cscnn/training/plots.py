@@ -1,15 +1,14 @@
-"""Pictures logged with every candidate: ROC curve, per-category AUC, category attention heatmaps."""
+"""Pictures logged with every candidate: ROC curve, per-category AUC (attention: `attention_plots`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cscnn.data.io import World
 from cscnn.training.checkpoint import load_checkpoint
-from cscnn.training.features import cached_images, image_bank
+from cscnn.training.features import cached_images
 from cscnn.training.scoring import score_days
 from cscnn.training.train import select_device
 
@@ -55,40 +54,6 @@ def category_auc_png(candidate: dict, champion: dict | None, out: Path) -> Path:
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set(ylabel="AUC", ylim=(0.4, 1.0), title="AUC per category (eval day)")
     ax.legend()
-    return _save(fig, plt, out)
-
-
-@torch.no_grad()
-def attention_png(model_dir: Path, world: World, out: Path, per_category: int = 3) -> Path | None:
-    """First-layer spatial attention over a few items of each category (None if the model has none)."""
-    model, encoder, cfg, _ = load_checkpoint(model_dir)
-    if not model.uses_images:
-        return None
-    items = world.items[world.items["category"].isin(encoder.categories)]
-    picked = items.groupby("category", sort=True).head(per_category).reset_index(drop=True)
-    sub = World(root=world.root, items=picked, users=world.users, days=world.days)
-    bank = image_bank(sub, encoder, cfg.model.image_size)
-    maps = model.encode_images(bank.images, bank.categories, return_attention=True)["attention"][0]
-    if "spatial" not in maps:
-        return None
-    spatial = maps["spatial"].numpy()
-    categories = sorted(picked["category"].unique())
-    plt = _pyplot()
-    fig, axes = plt.subplots(
-        len(categories), per_category, figsize=(1.6 * per_category, 1.6 * len(categories)), squeeze=False
-    )
-    for ax in axes.ravel():
-        ax.axis("off")
-    for r, category in enumerate(categories):
-        rows = np.flatnonzero(picked["category"].to_numpy() == category)
-        for c, row in enumerate(rows[:per_category]):
-            image = bank.images[row].permute(1, 2, 0).numpy()
-            axes[r][c].imshow(image)
-            axes[r][c].imshow(
-                spatial[row], cmap="jet", alpha=0.45, extent=(0, image.shape[1], image.shape[0], 0), vmin=0, vmax=1
-            )
-            axes[r][c].set_title(f"{category}", fontsize=7)
-    fig.suptitle("spatial attention, layer 1", fontsize=9)
     return _save(fig, plt, out)
 
 
