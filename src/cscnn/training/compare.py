@@ -1,143 +1,219 @@
-"""The paper's comparison on our world: every variant on the same split and seeds, one table."""
+"""The paper's comparison on our world: every variant on the same split and seeds, resumable, with intervals.
+
+`run_comparison` trains each (variant, seed) and scores the test days; with a runs folder every finished run
+is kept there (`cscnn.training.runstore`) and a second call only trains what is missing. `write_results`
+turns the runs into the Markdown table and its JSON (`compare_analysis` for the statistics, `compare_report`
+for the text). `compare` is the command: runs next to the output, the table rewritten after every run.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
-import yaml
+import pandas as pd
 
 from cscnn.config import Config
 from cscnn.data.io import World
 from cscnn.errors import CSCNNError
 from cscnn.files import atomic_write_text, write_json
-from cscnn.training.scoring import evaluate_days
-from cscnn.training.train import prepare, select_device, train
+from cscnn.training import runstore
+from cscnn.training.compare_analysis import HeldOutRows, analyse
+from cscnn.training.compare_report import results_markdown
+from cscnn.training.features import split_days
+from cscnn.training.metrics import summarize
+from cscnn.training.scoring import score_days
+from cscnn.training.train import Prepared, prepare, select_device, train
 from cscnn.variants import get_variant
 
+# <world>/truth/probability/<day>.parquet: one float column `probability`, the true click probability of each row
+# of impressions/<day>.parquet in the same order (synthetic worlds hold it; real data does not)
+TRUTH_FOLDER = "truth/probability"
+TRUTH_PROBABILITY = "probability"
+DEFAULT_RESAMPLES = 1000
 
-def run_comparison(world: World, cfg: Config, variants: list[str], seeds: list[int], progress: bool) -> list[dict]:
-    """Train and test each (variant, seed); returns one row of test metrics per run."""
+
+class RunRows(list):
+    """One JSON-able row of test metrics per run, variant by variant and seed by seed (a plain list to JSON),
+    plus what the statistics need: each run's per-row test scores, and which runs were found on disk."""
+
+    def __init__(self, variants: list[str], seeds: list[int]) -> None:
+        super().__init__()
+        self.planned = [(v, s) for v in variants for s in seeds]
+        self.scores: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self.skipped: list[tuple[str, int]] = []  # found finished in the runs folder
+        self.trained: list[tuple[str, int]] = []
+        self.fingerprint: dict | None = None  # what every run shares (None without a runs folder)
+        self.cache: dict = {}  # bootstrap draws per run and slice, the test rows: computed once per comparison
+
+    def add(self, row: dict, scores: dict[str, np.ndarray]) -> None:
+        self.scores[(row["variant"], row["seed"])] = scores
+        done = {(r["variant"], r["seed"]): r for r in [*self, row]}
+        self[:] = [done[k] for k in self.planned if k in done]
+
+
+def read_test_rows(world: World, days: list[str], chunk_rows: int) -> HeldOutRows:
+    keys, labels = [], []
+    for day in days:
+        for chunk in world.day_chunks(day, chunk_rows):  # the order `score_days` reads them in
+            keys.append(day + "\0" + chunk["request_id"].astype(str))
+            labels.append(chunk["click"].to_numpy(dtype=np.int64))
+    codes, uniques = pd.factorize(pd.concat(keys, ignore_index=True), sort=False)
+    label = np.concatenate(labels)
+    truth, note = _read_truth(world, days)
+    if truth is not None and len(truth) != len(label):
+        raise CSCNNError(f"{note}: {len(truth)} probabilities for {len(label)} test impressions")
+    return HeldOutRows(str(world.root), days, codes.astype(np.int64), len(uniques), label, truth, note)
+
+
+def _read_truth(world: World, days: list[str]) -> tuple[np.ndarray | None, str]:
+    folder = world.root / TRUTH_FOLDER
+    paths = [folder / f"{day}.parquet" for day in days]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        return None, f"not available for this world (no {missing[0].relative_to(world.root)})"
+    parts = []
+    for day, path in zip(days, paths, strict=True):
+        try:
+            values = pd.read_parquet(path, columns=[TRUTH_PROBABILITY])[TRUTH_PROBABILITY].to_numpy(np.float64)
+        except Exception as exc:  # pyarrow raises many types for a corrupt file or a missing column
+            raise CSCNNError(f"{path}: cannot read the column '{TRUTH_PROBABILITY}' ({exc})") from exc
+        if len(values) != world.day_rows(day) or not np.all((values >= 0) & (values <= 1)):
+            raise CSCNNError(
+                f"{path}: expected one probability in [0, 1] per row of impressions/{day}.parquet "
+                f"({world.day_rows(day)} rows), found {len(values)} values"
+            )
+        parts.append(values)
+    return np.concatenate(parts), f"{TRUTH_FOLDER}/<day>.parquet"
+
+
+def run_comparison(
+    world: World,
+    cfg: Config,
+    variants: list[str],
+    seeds: list[int],
+    progress: bool,
+    runs_dir: Path | None = None,
+    on_run: Callable[[RunRows], None] | None = None,
+) -> RunRows:
+    """Train and test each (variant, seed); returns one row of test metrics per run.
+
+    With `runs_dir`, runs already finished there under the same fingerprint are read instead of trained,
+    and each newly finished run is written there before `on_run` is called with the rows so far.
+    """
     if not variants or not seeds:
         raise CSCNNError("compare needs at least one variant and one seed")
-    needs_images = any(get_variant(v).uses_images for v in variants)
-    prepared = prepare(world, cfg, images=needs_images)  # the same split, vocabularies and image cache for every run
-    rows = []
-    for variant in variants:
-        for seed in seeds:
-            run_cfg = dataclasses.replace(
-                cfg,
-                model=dataclasses.replace(cfg.model, variant=variant),
-                train=dataclasses.replace(cfg.train, seed=seed),
-            )
-            result = train(world, run_cfg, out=None, progress=progress, prepared=prepared)
-            device = select_device(run_cfg.train.device)
-            bank = prepared.bank if get_variant(variant).uses_images else None
-            split, chunk_rows = prepared.split, run_cfg.train.chunk_rows
-            metrics = evaluate_days(result.model, world, split.test, prepared.encoder, bank, device, chunk_rows)
-            rows.append(
-                {
-                    "variant": variant,
-                    "seed": seed,
-                    "train_seconds": result.wall_seconds,
-                    "best_epoch": result.best_epoch,
-                    **metrics,
-                }
-            )
-            print(
-                f"{variant:14s} seed={seed} test_auc={metrics['auc']:.4f} "
-                f"cold_auc={metrics['cold_start_auc'] or float('nan'):.4f} ({result.wall_seconds:.0f}s)"
-            )
+    variants, seeds = list(dict.fromkeys(variants)), list(dict.fromkeys(seeds))
+    rows = RunRows(variants, seeds)
+    device = select_device(cfg.train.device)
+    shared = runstore.shared_fingerprint(world, cfg, device) if runs_dir is not None else None
+    rows.fingerprint = shared
+    missing = []
+    for variant, seed in rows.planned:
+        found = runstore.load_run(runs_dir, runstore.run_fingerprint(shared, variant, seed)) if shared else None
+        if found is None:
+            missing.append((variant, seed))
+            continue
+        key = runstore.run_key(runstore.run_fingerprint(shared, variant, seed))
+        rows.add({**found[0], "run": runstore.run_stem(variant, seed, key) + ".json"}, found[1])
+        rows.skipped.append((variant, seed))
+        print(f"{variant:14s} seed={seed} finished run found in {runs_dir}, skipped (test_auc={found[0]['auc']:.4f})")
+    if runs_dir is not None:
+        print(f"{len(rows.skipped)} of {len(rows.planned)} runs already finished; training {len(missing)}")
+    prepared = None
+    missing.sort(key=lambda run: (seeds.index(run[1]), variants.index(run[0])))  # a partial table has every variant
+    for variant, seed in missing:
+        if shared is not None:
+            stale = runstore.stale_differences(runs_dir, runstore.run_fingerprint(shared, variant, seed))
+            if stale:
+                print(f"{variant:14s} seed={seed} stored runs made with other settings ignored ({', '.join(stale)})")
+        if prepared is None:  # the same split, vocabularies and image cache for every run
+            prepared = prepare(world, cfg, images=any(get_variant(v).uses_images for v, _ in missing))
+        row, scores = _train_one(world, cfg, prepared, variant, seed, progress)
+        if shared is not None:
+            record = runstore.save_run(runs_dir, runstore.run_fingerprint(shared, variant, seed), row, scores)
+            row["run"] = record.name
+        rows.add(row, scores)
+        rows.trained.append((variant, seed))
+        if on_run is not None:
+            on_run(rows)
     return rows
 
 
-def _mean_std(values: list[float | None], signed: bool = False) -> str:
-    arr = np.array([v for v in values if v is not None], dtype=np.float64)
-    if not len(arr):
-        return "n/a"
-    mean = f"{arr.mean():+.4f}" if signed else f"{arr.mean():.4f}"
-    return f"{mean} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
+def _train_one(
+    world: World, cfg: Config, prepared: Prepared, variant: str, seed: int, progress: bool
+) -> tuple[dict, dict[str, np.ndarray]]:
+    run_cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, variant=variant),
+        train=dataclasses.replace(cfg.train, seed=seed),
+    )
+    result = train(world, run_cfg, out=None, progress=progress, prepared=prepared)
+    device = select_device(run_cfg.train.device)
+    bank = prepared.bank if get_variant(variant).uses_images else None
+    scores = score_days(
+        result.model, world, prepared.split.test, prepared.encoder, bank, device, run_cfg.train.chunk_rows
+    )
+    metrics = summarize(scores["label"], scores["prob"], scores["category"], scores["cold"])
+    row = {"variant": variant, "seed": seed, "train_seconds": result.wall_seconds, "best_epoch": result.best_epoch}
+    row.update(metrics)
+    print(
+        f"{variant:14s} seed={seed} test_auc={metrics['auc']:.4f} "
+        f"cold_auc={metrics['cold_start_auc'] or float('nan'):.4f} ({result.wall_seconds:.0f}s)"
+    )
+    return row, scores
 
 
-PAIRED_BASELINES = ("no_image", "cnn")  # names in cscnn.variants: the paper's two reference points
+def held_out_rows(rows: RunRows, world: World, cfg: Config) -> HeldOutRows:
+    key = ("test_rows", str(world.root), cfg.train.val_days, cfg.train.test_days, cfg.train.window_days)
+    if key not in rows.cache:
+        split = split_days(world.days, cfg.train.val_days, cfg.train.test_days, cfg.train.window_days)
+        rows.cache[key] = read_test_rows(world, split.test, cfg.train.chunk_rows)
+    return rows.cache[key]
 
 
-def _paired_section(by_variant: dict[str, list[dict]]) -> list[str]:
-    """Differences in test AUC against the baselines, paired by seed.
-
-    Runs with the same seed share the data order and most of the initialisation, so much of the seed-to-seed
-    spread is common to all variants; the paired difference shows what is left.
-    """
-    baselines = [b for b in PAIRED_BASELINES if b in by_variant]
-    if not baselines:
-        return []
-    lines = [
-        "",
-        "## Test AUC minus baseline, paired by seed",
-        "",
-        "Mean ± sample std of the per-seed difference, and in how many seeds the variant was ahead.",
-        "",
-        "| variant | " + " | ".join(f"vs {b}" for b in baselines) + " |",
-        "|---|" + "---|" * len(baselines),
-    ]
-    for variant, runs in by_variant.items():
-        cells = []
-        for baseline in baselines:
-            base_auc = {r["seed"]: r["auc"] for r in by_variant[baseline]}
-            diffs = [r["auc"] - base_auc[r["seed"]] for r in runs if r["seed"] in base_auc]
-            if variant == baseline or not diffs:
-                cells.append("—")
-                continue
-            wins = sum(d > 0 for d in diffs)
-            cells.append(f"{_mean_std(diffs, signed=True)} ({wins}/{len(diffs)})")
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    return lines
+def write_results(
+    rows: RunRows,
+    out: Path,
+    command: str,
+    world: World,
+    cfg: Config,
+    resamples: int = DEFAULT_RESAMPLES,
+    bootstrap_seed: int = 0,
+) -> dict:
+    """Write the Markdown table to `out` and the raw numbers to `out` with .json; returns the analysis."""
+    if not isinstance(rows, RunRows) or not rows.scores:
+        raise CSCNNError("write_results needs the rows of run_comparison (they carry the runs' test predictions)")
+    analysis = analyse(rows, rows.scores, held_out_rows(rows, world, cfg), resamples, bootstrap_seed, rows.cache)
+    atomic_write_text(Path(out), results_markdown(rows, analysis, command, world, cfg))
+    record = {"command": command, "runs": rows, "analysis": analysis, "fingerprint": rows.fingerprint}
+    write_json(Path(out).with_suffix(".json"), record)
+    return analysis
 
 
-def results_markdown(rows: list[dict], command: str, world: World, cfg: Config) -> str:
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
-    seeds = sorted({r["seed"] for r in rows})
-    categories = sorted({c for r in rows for c in r["per_category_auc"]})
-    by_variant = {v: [r for r in rows if r["variant"] == v] for v in variants}
-    test = rows[0]
-    lines = [
-        "# CSCNN and its baselines on the synthetic world",
-        "",
-        f"Produced by `{command}` on {platform.machine()} with {torch.get_num_threads()} CPU threads "
-        f"(torch {torch.__version__}).",
-        f"World: `{world.root}` ({len(world.items)} items, {len(world.users)} users, days {world.days[0]} to "
-        f"{world.days[-1]}); test = the last day ({test['n']} impressions, {test['n_cold_start']} of them on "
-        f"cold-start items never seen in training). Seeds: {seeds}. Mean ± sample std over seeds.",
-        "",
-        "| variant | test AUC | logloss | cold-start AUC | mean per-category AUC | train time (s) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for v, rs in by_variant.items():
-        per_cat_means = [np.mean([a for a in r["per_category_auc"].values() if a is not None]) for r in rs]
-        lines.append(
-            f"| {v} | {_mean_std([r['auc'] for r in rs])} | {_mean_std([r['logloss'] for r in rs])} | "
-            f"{_mean_std([r['cold_start_auc'] for r in rs])} | {_mean_std(per_cat_means)} | "
-            f"{np.mean([r['train_seconds'] for r in rs]):.0f} |"
-        )
-    lines += _paired_section(by_variant)
-    lines += ["", "## Per-category test AUC (mean over seeds)", ""]
-    lines += ["| variant | " + " | ".join(categories) + " |", "|---|" + "---|" * len(categories)]
-    for v, rs in by_variant.items():
-        cells = []
-        for c in categories:
-            vals = [r["per_category_auc"].get(c) for r in rs]
-            vals = [x for x in vals if x is not None]
-            cells.append(f"{np.mean(vals):.4f}" if vals else "n/a")
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    lines += ["", "Config of every run (variant and seed vary):", "", "```yaml"]
-    lines += [yaml.safe_dump({"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(cfg.train)}).rstrip()]
-    lines += ["```", ""]
-    return "\n".join(lines)
+def runs_folder(out: Path) -> Path:
+    """Where `compare` keeps the finished runs for the table `out`: `<out stem>.runs/` next to it."""
+    return Path(out).with_name(Path(out).stem + ".runs")
 
 
-def write_results(rows: list[dict], out: Path, command: str, world: World, cfg: Config) -> None:
-    atomic_write_text(Path(out), results_markdown(rows, command, world, cfg))
-    write_json(Path(out).with_suffix(".json"), {"command": command, "runs": rows})
+def compare(
+    world: World,
+    cfg: Config,
+    variants: list[str],
+    seeds: list[int],
+    out: Path,
+    command: str,
+    progress: bool = False,
+    resamples: int = DEFAULT_RESAMPLES,
+    bootstrap_seed: int = 0,
+) -> RunRows:
+    """`cscnn compare`: resume from `<out stem>.runs/`, rewrite the table after every finished run."""
+
+    def rewrite(rows: RunRows) -> None:
+        write_results(rows, out, command, world, cfg, resamples, bootstrap_seed)
+
+    rows = run_comparison(world, cfg, variants, seeds, progress, runs_folder(out), on_run=rewrite)
+    rewrite(rows)
+    return rows

@@ -186,19 +186,28 @@ def embed_cmd(
 @app.command("compare")
 def compare_cmd(
     data: DataDir,
-    out: Annotated[Path, typer.Option(help="Markdown table to write (raw runs go next to it as .json).")] = Path(
-        "docs/results.md"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Markdown table to write (raw numbers next to it as .json, runs in <stem>.runs/).")
+    ] = Path("docs/results.md"),
     profile: Profile = "small",
     variants: Annotated[str, typer.Option(help="Comma-separated variants.")] = ",".join(VARIANTS),
-    seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1).")] = 3,
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1).")] = 5,
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap resamples of the test requests for the intervals; 0: seeds only.")
+    ] = 1000,
+    bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
     config: ConfigFile = None,
     overrides: Overrides = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars per run.")] = False,
 ) -> None:
-    """Train every variant on the same split and seeds; write the results table."""
+    """Train every variant on the same split and seeds; write the results table with paired 95% intervals.
+
+    Resumable: every finished run is kept in `<out stem>.runs/` under a fingerprint of the world's data, the
+    config (all but variant and seed), the variant, the seed, the device type, torch and the training code.
+    Running the same command again trains only the runs that are missing; the table is rewritten after each.
+    """
     from cscnn.data.io import open_world
-    from cscnn.training.compare import run_comparison, write_results
+    from cscnn.training.compare import compare, runs_folder
 
     try:
         cfg = load_config(profile, config, overrides)
@@ -206,13 +215,17 @@ def compare_cmd(
         unknown = [v for v in chosen if v not in VARIANTS]
         if unknown:
             raise CSCNNError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+        if seeds < 1 or bootstrap < 0:
+            raise CSCNNError(f"--seeds must be >= 1 and --bootstrap >= 0, got {seeds} and {bootstrap}")
         world = open_world(data)
-        rows = run_comparison(world, cfg, chosen, list(range(seeds)), progress=progress)
+        command = "cscnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        rows = compare(world, cfg, chosen, list(range(seeds)), out, command, progress, bootstrap, bootstrap_seed)
     except CSCNNError as exc:
         fail(exc)
-    command = "cscnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    write_results(rows, out, command, world, cfg)
-    typer.echo(f"results -> {out}")
+    typer.echo(
+        f"results -> {out} ({len(rows.trained)} run(s) trained, {len(rows.skipped)} found finished in "
+        f"{runs_folder(out)})"
+    )
 
 
 @app.command("validate")
