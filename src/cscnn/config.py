@@ -18,7 +18,6 @@ import yaml
 from cscnn.errors import ConfigError
 from cscnn.variants import VARIANTS
 
-
 # What drives the visual part of the click model (docs/synthetic_world.md): attributes (five attributes, a few
 # categories: the default world), many_directions (eight attributes, each category its own direction: a
 # capacity bottleneck for a category-blind CNN), regions (a badge in a category-specific corner, or the texture).

@@ -15,6 +15,20 @@ ATTRIBUTE_MEANING = {
     "stripes": "stripe frequency on the object, 0 -> 1.5, 1 -> 7 cycles per image side",
     "height": "vertical placement of the object centre, 0 -> 70% down the image, 1 -> 30% down",
 }
+# The attributes the other visual models add (docs/synthetic_world.md); the default world keeps the five above.
+EXTRA_ATTRIBUTE_MEANING = {
+    "saturation": "object HSV saturation, 0 -> 0.4, 1 -> 1.0 (fixed at 0.85 where this attribute is absent)",
+    "stripe_angle": "stripe orientation in the image frame, 0 -> vertical, 1 -> horizontal (else: the object's own)",
+    "aspect": "object aspect ratio at equal area, 0 -> 1.5x wider than tall, 1 -> 1.5x taller than wide",
+}
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+BADGE_MEANING = {
+    "badge": "a framed badge (white frame, coloured inside) in this corner: 1 present, 0 absent",
+    "badge_hue": "hue of that badge, 0 -> red, 1 -> violet (drawn for every item, seen only when present)",
+}
+BADGE_P = 0.5  # chance each corner holds a badge, independently per corner and item
+TRUTH_DIR = "truth"
+PROBABILITY_DIR = "probability"  # truth/probability/<day>.parquet: the true click probability of every row
 SHAPES = ("disc", "square", "triangle", "ring", "cross", "diamond", "star", "hexagon")
 AGE_GROUPS = ("18-24", "25-34", "35-44", "45-54", "55+")
 AGE_P = (0.2, 0.3, 0.25, 0.15, 0.1)
@@ -40,8 +54,9 @@ USER_ACTIVITY_STD = 1.0  # log-normal spread of how many requests a user makes
 LOGIT_FORMULA = (
     "logit = base_logit + affinity_weight * affinity[user, category] + visual_weight * visual[item] "
     "- position_weight * (position - 1) + device_effect[device] + item_effect[item]; "
-    "click ~ Bernoulli(sigmoid(logit)); visual[item] = w[category] . z[item], z = (attribute - 0.5) * sqrt(12) "
-    "(unit variance), |w[category]| = 1; item_effect = brand_effect + price_effect + item_noise"
+    "click ~ Bernoulli(sigmoid(logit)); visual[item] = w[category] . f[item], f = unit-variance, uncorrelated "
+    "features of the item's visual attributes (see `visual`), |w[category]| = 1; "
+    "item_effect = brand_effect + price_effect + item_noise"
 )
 
 
@@ -60,7 +75,7 @@ class Truth:
     """The parameters of the click model, drawn once per seed."""
 
     style: CategoryStyle
-    visual_weights: np.ndarray  # [C, A], unit norm rows
+    visual_weights: np.ndarray  # [C, K] over the visual model's features, unit norm rows
     segment_affinity: np.ndarray  # [N_SEGMENTS, C]
     demographic_segment: np.ndarray  # [len(AGE_GROUPS), len(GENDERS)] -> segment
     brand_effect: np.ndarray  # [C * BRANDS_PER_CATEGORY]
@@ -77,7 +92,7 @@ class Population:
 @dataclass(frozen=True)
 class Catalogue:
     items: pd.DataFrame  # contract columns + first_day
-    attributes: np.ndarray  # [N, A] in 0..1
+    attributes: np.ndarray  # [N, A] in 0..1, columns as visual.attribute_names(world.visual_model)
     category_index: np.ndarray  # [N]
     first_day: np.ndarray  # [N] day index the item enters the catalogue
     visual: np.ndarray  # [N] visual score (unit variance)

@@ -1,4 +1,5 @@
-"""The impression log: requests, candidate pages, clicks from the known logistic model, one file per day."""
+"""The impression log: requests, candidate pages, clicks from the known logistic model, one file per day, and
+next to it (truth/probability/<day>.parquet) each row's true click probability."""
 
 from __future__ import annotations
 
@@ -11,42 +12,82 @@ from sklearn.metrics import roc_auc_score
 from cscnn.config import WorldConfig
 from cscnn.data import schema
 from cscnn.data.io import write_table
-from cscnn.data.synth.params import DEVICE_EFFECT, DEVICE_P, DEVICES, NEW_ITEM_SHARE, Catalogue, Population
+from cscnn.data.synth.params import (
+    DEVICE_EFFECT,
+    DEVICE_P,
+    DEVICES,
+    NEW_ITEM_SHARE,
+    PROBABILITY_DIR,
+    TRUTH_DIR,
+    Catalogue,
+    Population,
+)
 
 
 def write_days(
     cfg: WorldConfig, population: Population, catalogue: Catalogue, root: Path, rng: np.random.Generator
-) -> list[dict]:
-    """Write impressions/<day>.parquet for every day; return per-day statistics."""
+) -> tuple[list[dict], float]:
+    """Write impressions/<day>.parquet and truth/probability/<day>.parquet (the true click probability of each
+    row, same order) for every day; return per-day statistics and the oracle AUC over all days."""
     shown_before = np.zeros(len(catalogue.items), dtype=bool)
     item_row = pd.Series(np.arange(len(catalogue.items)), index=catalogue.items["item_id"])
-    stats = []
+    probability_dir = root / TRUTH_DIR / PROBABILITY_DIR
+    probability_dir.mkdir(parents=True, exist_ok=True)
+    stats, clicks, probabilities = [], [], []
     for day in range(cfg.n_days):
-        frame, probability = _simulate_day(cfg, day, population, catalogue, rng)
+        frame, probability, without_visual = _simulate_day(cfg, day, population, catalogue, rng)
         name = frame["ts"].iloc[0].strftime("%Y-%m-%d")
         write_table(frame, schema.impressions_path(root, name), schema.IMPRESSIONS)
+        truth = pd.DataFrame({"probability": probability.astype(np.float64)})
+        truth.to_parquet(probability_dir / f"{name}.parquet", index=False)
         rows = item_row[frame["item_id"]].to_numpy()
         cold = ~shown_before[rows]
-        stats.append(
-            {
-                "day": name,
-                "rows": len(frame),
-                "requests": int(frame["request_id"].nunique()),
-                "clicks": int(frame["click"].sum()),
-                "ctr": float(frame["click"].mean()),
-                "items_available": int((catalogue.first_day <= day).sum()),
-                "new_items": int((catalogue.first_day == day).sum()),
-                "cold_rows": int(cold.sum()),
-                "cold_items_shown": len(np.unique(rows[cold])),
-                "oracle_auc": float(roc_auc_score(frame["click"].to_numpy(), probability)),
-            }
-        )
+        oracle = _oracle(frame, probability, without_visual, cold)
+        stats.append(_day_stats(name, frame, rows, cold, catalogue, day) | oracle)
         shown_before[rows] = True
-    return stats
+        clicks.append(frame["click"].to_numpy())
+        probabilities.append(probability)
+    return stats, _auc(np.concatenate(clicks), np.concatenate(probabilities))
+
+
+def _day_stats(
+    name: str, frame: pd.DataFrame, rows: np.ndarray, cold: np.ndarray, catalogue: Catalogue, day: int
+) -> dict:
+    return {
+        "day": name,
+        "rows": len(frame),
+        "requests": int(frame["request_id"].nunique()),
+        "clicks": int(frame["click"].sum()),
+        "ctr": float(frame["click"].mean()),
+        "items_available": int((catalogue.first_day <= day).sum()),
+        "new_items": int((catalogue.first_day == day).sum()),
+        "cold_rows": int(cold.sum()),
+        "cold_items_shown": len(np.unique(rows[cold])),
+    }
+
+
+def _oracle(frame: pd.DataFrame, probability: np.ndarray, without_visual: np.ndarray, cold: np.ndarray) -> dict:
+    """AUC of the true probability on all rows and on cold rows (items never shown before this day), and on
+    cold rows without the visual term: the gap is what reading the images can add for unseen items."""
+    click = frame["click"].to_numpy()
+    return {
+        "oracle_auc": _auc(click, probability),
+        "oracle_auc_cold": _auc(click[cold], probability[cold]),
+        "oracle_auc_cold_without_visual": _auc(click[cold], without_visual[cold]),
+    }
+
+
+def _auc(click: np.ndarray, probability: np.ndarray) -> float | None:
+    """AUC of the true probability; None where the rows hold only one class."""
+    return float(roc_auc_score(click, probability)) if len(np.unique(click)) == 2 else None
 
 
 def break_day(path: Path, rng: np.random.Generator) -> None:
-    """Damage a written day the way a broken export would (bypassing the contract on purpose)."""
+    """Damage a written day the way a broken export would (bypassing the contract on purpose).
+
+    The labels of 1 % of the rows become 2 and 0.5 % of the rows are appended again at the end; the day's
+    truth/probability file keeps describing the rows as generated (its rows are the first rows of the broken file).
+    """
     frame = pd.read_parquet(path)
     bad_labels = rng.choice(len(frame), size=max(1, len(frame) // 100), replace=False)
     frame.loc[bad_labels, "click"] = 2
@@ -56,8 +97,9 @@ def break_day(path: Path, rng: np.random.Generator) -> None:
 
 def _simulate_day(
     cfg: WorldConfig, day: int, population: Population, catalogue: Catalogue, rng: np.random.Generator
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """One day's impressions (contract columns) and the true click probability of each row."""
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """One day's impressions (contract columns), the true click probability of each row and
+    its logit without the visual term."""
     k = cfg.candidates_per_request
     n_requests = max(1, round(cfg.impressions_per_day / k))
     available = np.flatnonzero(catalogue.first_day <= day)
@@ -77,6 +119,7 @@ def _simulate_day(
         + catalogue.item_effect[item_rows]
     )
     probability = 1.0 / (1.0 + np.exp(-logit))
+    without_visual = logit - cfg.visual_weight * catalogue.visual[item_rows]
     click = (rng.random(len(probability)) < probability).astype(np.int64)
     day_start = pd.Timestamp(cfg.start_day, tz="UTC") + pd.Timedelta(days=day)
     request_id = np.asarray([f"r{day:03d}-{r:07d}" for r in range(n_requests)], dtype=object)
@@ -91,7 +134,7 @@ def _simulate_day(
             "click": click,
         }
     )
-    return frame, probability
+    return frame, probability, without_visual
 
 
 def _sample_candidates(weights: np.ndarray, n_requests: int, k: int, rng: np.random.Generator) -> np.ndarray:

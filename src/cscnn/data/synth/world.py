@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cscnn.config import WorldConfig
+from cscnn.config import VISUAL_MODELS, WorldConfig
 from cscnn.data import schema
 from cscnn.data.io import write_table
 from cscnn.data.synth.params import (
     AGE_GROUPS,
     AGE_P,
-    ATTRIBUTE_MEANING,
-    ATTRIBUTES,
     BRAND_EFFECT_STD,
     BRANDS_PER_CATEGORY,
     DEVICE_EFFECT,
@@ -33,11 +31,11 @@ from cscnn.data.synth.params import (
     NEW_ITEM_SHARE,
     PRICE_EFFECT,
     PRICE_LOG_STD,
-    SECONDARY_VISUAL_WEIGHT,
+    PROBABILITY_DIR,
     SEGMENT_FROM_DEMOGRAPHICS,
     SEGMENT_SHARE_OF_AFFINITY,
     SHAPES,
-    SHARED_VISUAL_WEIGHT,
+    TRUTH_DIR,
     USER_ACTIVITY_STD,
     Catalogue,
     CategoryStyle,
@@ -46,6 +44,18 @@ from cscnn.data.synth.params import (
 )
 from cscnn.data.synth.render import hsv_to_rgb, write_images
 from cscnn.data.synth.simulate import break_day, write_days
+from cscnn.data.synth.visual import (
+    DESCRIPTION,
+    VISUAL_FORMULA,
+    attribute_meaning,
+    attribute_names,
+    category_blind_share,
+    draw_attributes,
+    draw_weights,
+    feature_names,
+    features,
+    region_of,
+)
 from cscnn.errors import ConfigError
 from cscnn.files import atomic_dir, write_json
 
@@ -67,7 +77,6 @@ def _source_hash() -> str:
 # older code is regenerated, so a re-run never silently keeps data that the current generator would not produce.
 GENERATOR_VERSION = f"1-{_source_hash()}"
 WORLD_FILE = "world.json"
-TRUTH_DIR = "truth"
 
 
 def generate_world(cfg: WorldConfig, out: Path, force: bool = False) -> dict:
@@ -89,12 +98,13 @@ def generate_world(cfg: WorldConfig, out: Path, force: bool = False) -> dict:
     with atomic_dir(out) as tmp:
         write_table(population.users, tmp / schema.USERS_FILE, schema.USERS)
         write_table(catalogue.items, tmp / schema.ITEMS_FILE, schema.ITEMS)
-        write_images(catalogue, truth.style, cfg, tmp / schema.IMAGES_DIR, images_rng)
-        day_stats = write_days(cfg, population, catalogue, tmp, days_rng)
+        names = attribute_names(cfg.visual_model)
+        write_images(catalogue, truth.style, cfg, tmp / schema.IMAGES_DIR, images_rng, names)
+        day_stats, oracle_auc = write_days(cfg, population, catalogue, tmp, days_rng)
         for day in cfg.broken_days:
             break_day(schema.impressions_path(tmp, day), np.random.default_rng(cfg.seed))
-        _write_truth(population, catalogue, tmp / TRUTH_DIR)
-        summary = _summary(cfg, truth, catalogue, day_stats)
+        _write_truth(population, catalogue, tmp / TRUTH_DIR, names)
+        summary = _summary(cfg, truth, catalogue, day_stats, oracle_auc)
         write_json(tmp / WORLD_FILE, summary)
     return json.loads((out / WORLD_FILE).read_text())
 
@@ -112,6 +122,8 @@ def _check_config(cfg: WorldConfig) -> None:
         raise ConfigError("world.new_items_per_day, world.clutter and world.pixel_noise must be >= 0")
     if cfg.image_size < 8:
         raise ConfigError(f"world.image_size must be >= 8, got {cfg.image_size}")
+    if cfg.visual_model not in VISUAL_MODELS:
+        raise ConfigError(f"world.visual_model={cfg.visual_model!r}: choose one of {list(VISUAL_MODELS)}")
     try:
         pd.Timestamp(cfg.start_day)
     except ValueError as exc:
@@ -155,7 +167,7 @@ def _draw_truth(cfg: WorldConfig, rng: np.random.Generator) -> Truth:
     demographic_segment = np.arange(len(AGE_GROUPS) * len(GENDERS)).reshape(len(AGE_GROUPS), len(GENDERS))
     return Truth(
         style=style,
-        visual_weights=_visual_weights(n_cat, rng),
+        visual_weights=draw_weights(cfg.visual_model, n_cat, rng),
         segment_affinity=rng.normal(0.0, 1.0, (N_SEGMENTS, n_cat)),
         demographic_segment=rng.permutation(demographic_segment.ravel() % N_SEGMENTS).reshape(
             demographic_segment.shape
@@ -163,28 +175,6 @@ def _draw_truth(cfg: WorldConfig, rng: np.random.Generator) -> Truth:
         brand_effect=rng.normal(0.0, BRAND_EFFECT_STD, n_cat * BRANDS_PER_CATEGORY),
         category_log_price=rng.uniform(np.log(10.0), np.log(200.0), n_cat),
     )
-
-
-def _visual_weights(n_cat: int, rng: np.random.Generator) -> np.ndarray:
-    """Per-category weights over ATTRIBUTES: each category cares about its own main attribute.
-
-    Category c's main attribute rotates through the attributes (sign drawn by seed, flipped each time the
-    rotation wraps). Its second attribute is category c+1's main one with the opposite sign, so adjacent
-    categories disagree about the same attribute. A small shared brightness preference is added on top.
-    """
-    n_attr = len(ATTRIBUTES)
-    order = rng.permutation(n_attr)
-    base_sign = rng.choice([-1.0, 1.0], n_attr)
-    cats = np.arange(n_cat)
-    main = order[cats % n_attr]
-    sign = base_sign[cats % n_attr] * np.where((cats // n_attr) % 2 == 0, 1.0, -1.0)
-    weights = np.zeros((n_cat, n_attr))
-    weights[cats, main] = sign
-    if n_cat > 1:
-        nxt = (cats + 1) % n_cat
-        weights[cats, main[nxt]] += -sign[nxt] * SECONDARY_VISUAL_WEIGHT
-    weights[:, ATTRIBUTES.index("brightness")] += SHARED_VISUAL_WEIGHT
-    return weights / np.linalg.norm(weights, axis=1, keepdims=True)
 
 
 def _draw_users(cfg: WorldConfig, truth: Truth, rng: np.random.Generator) -> Population:
@@ -214,11 +204,11 @@ def _draw_items(cfg: WorldConfig, truth: Truth, rng: np.random.Generator) -> Cat
         [np.zeros(cfg.n_items, dtype=np.int64), np.repeat(np.arange(1, cfg.n_days), cfg.new_items_per_day)]
     )
     category = rng.integers(0, cfg.n_categories, n)
-    attributes = rng.random((n, len(ATTRIBUTES)))
+    attributes = draw_attributes(cfg.visual_model, n, rng)
     brand = category * BRANDS_PER_CATEGORY + rng.integers(0, BRANDS_PER_CATEGORY, n)
     log_price_z = rng.normal(0.0, 1.0, n)
     price = np.round(np.exp(truth.category_log_price[category] + PRICE_LOG_STD * log_price_z), 2)
-    standardized = (attributes - 0.5) * np.sqrt(12.0)
+    standardized = features(cfg.visual_model, attributes)
     visual = np.einsum("na,na->n", standardized, truth.visual_weights[category])
     item_effect = truth.brand_effect[brand] - PRICE_EFFECT * log_price_z + rng.normal(0.0, ITEM_NOISE_STD, n)
     item_ids = [f"i{i:06d}" for i in range(n)]
@@ -245,11 +235,11 @@ def _draw_items(cfg: WorldConfig, truth: Truth, rng: np.random.Generator) -> Cat
     )
 
 
-def _write_truth(population: Population, catalogue: Catalogue, folder: Path) -> None:
+def _write_truth(population: Population, catalogue: Catalogue, folder: Path, names: tuple[str, ...]) -> None:
     """Latent per-item and per-user variables: the answers a model is meant to recover."""
     folder.mkdir(parents=True, exist_ok=True)
     items = catalogue.items[["item_id", "category", "first_day"]].copy()
-    for i, name in enumerate(ATTRIBUTES):
+    for i, name in enumerate(names):
         items[name] = catalogue.attributes[:, i]
     items["visual_score"] = catalogue.visual
     items["item_effect"] = catalogue.item_effect
@@ -258,7 +248,8 @@ def _write_truth(population: Population, catalogue: Catalogue, folder: Path) -> 
     users.to_parquet(folder / "users.parquet", index=False)
 
 
-def _ground_truth(truth: Truth, cfg: WorldConfig) -> dict:
+def _categories(truth: Truth, cfg: WorldConfig) -> dict:
+    names = feature_names(cfg.visual_model)
     categories = {}
     for c in range(cfg.n_categories):
         weights = truth.visual_weights[c]
@@ -266,10 +257,16 @@ def _ground_truth(truth: Truth, cfg: WorldConfig) -> dict:
         categories[f"c{c:02d}"] = {
             "shape": SHAPES[truth.style.shape[c]],
             "background_rgb": [round(float(v) * 255) for v in truth.style.background[c]],
-            "visual_weights": {name: round(float(w), 4) for name, w in zip(ATTRIBUTES, weights, strict=True)},
-            "main_attribute": ATTRIBUTES[main],
+            "visual_weights": {name: round(float(w), 4) for name, w in zip(names, weights, strict=True)},
+            "main_attribute": names[main],
             "main_sign": int(np.sign(weights[main])),
         }
+        if cfg.visual_model == "regions":
+            categories[f"c{c:02d}"]["region"] = region_of(weights)
+    return categories
+
+
+def _ground_truth(truth: Truth, cfg: WorldConfig) -> dict:
     demographic = {
         f"{age}/{gender}": int(truth.demographic_segment[a, g])
         for a, age in enumerate(AGE_GROUPS)
@@ -277,8 +274,13 @@ def _ground_truth(truth: Truth, cfg: WorldConfig) -> dict:
     }
     return {
         "logit": LOGIT_FORMULA,
-        "attributes": ATTRIBUTE_MEANING,
-        "categories": categories,
+        "visual_model": cfg.visual_model,
+        "visual": VISUAL_FORMULA[cfg.visual_model],
+        "attributes": attribute_meaning(cfg.visual_model),
+        "features": list(feature_names(cfg.visual_model)),
+        # entry d-1: share of the visual variance the best shared d-dim linear summary of the features keeps
+        "category_blind_share": category_blind_share(truth.visual_weights),
+        "categories": _categories(truth, cfg),
         "segment_category_affinity": np.round(truth.segment_affinity, 4).tolist(),
         "demographic_segment": demographic,
         "segment_from_demographics": SEGMENT_FROM_DEMOGRAPHICS,
@@ -289,11 +291,17 @@ def _ground_truth(truth: Truth, cfg: WorldConfig) -> dict:
         "brand_effect_std": BRAND_EFFECT_STD,
         "price_effect_per_std_log_price": -PRICE_EFFECT,
         "item_noise_std": ITEM_NOISE_STD,
-        "files": {"items": f"{TRUTH_DIR}/items.parquet", "users": f"{TRUTH_DIR}/users.parquet"},
+        "files": {
+            "items": f"{TRUTH_DIR}/items.parquet",
+            "users": f"{TRUTH_DIR}/users.parquet",
+            "probability": f"{TRUTH_DIR}/{PROBABILITY_DIR}/<day>.parquet",
+        },
     }
 
 
-def _summary(cfg: WorldConfig, truth: Truth, catalogue: Catalogue, day_stats: list[dict]) -> dict:
+def _summary(
+    cfg: WorldConfig, truth: Truth, catalogue: Catalogue, day_stats: list[dict], oracle_auc: float | None
+) -> dict:
     rows = sum(d["rows"] for d in day_stats)
     clicks = sum(d["clicks"] for d in day_stats)
     return {
@@ -302,8 +310,8 @@ def _summary(cfg: WorldConfig, truth: Truth, catalogue: Catalogue, day_stats: li
         "config": dataclasses.asdict(cfg),
         "description": (
             "Synthetic CTR world, not real data: procedurally drawn item images whose look depends on the "
-            "category (shape, background) and on five visual attributes; clicks from a known logistic model "
-            "in which the attributes matter differently per category. See docs/synthetic_world.md."
+            f"category (shape, background) and on {DESCRIPTION[cfg.visual_model]}; clicks from a known logistic "
+            "model. See docs/synthetic_world.md."
         ),
         "totals": {
             "rows": rows,
@@ -314,6 +322,9 @@ def _summary(cfg: WorldConfig, truth: Truth, catalogue: Catalogue, day_stats: li
             "days": len(day_stats),
             "categories": cfg.n_categories,
             "cold_rows_last_day": day_stats[-1]["cold_rows"],
+            "oracle_auc": oracle_auc,  # all rows of all days, as generated (before any broken_days damage)
+            "oracle_auc_last_day": day_stats[-1]["oracle_auc"],
+            "oracle_auc_cold_last_day": day_stats[-1]["oracle_auc_cold"],
         },
         "days": day_stats,
         "ground_truth": _ground_truth(truth, cfg),
