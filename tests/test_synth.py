@@ -188,3 +188,21 @@ def test_world_from_an_older_generator_is_regenerated(tmp_path: Path) -> None:
     summary = synth.generate_world(cfg, out)
     assert summary["generator_version"] != "0-old"
     assert json.loads(marker.read_text())["generator_version"] == summary["generator_version"]
+
+
+def test_a_world_made_before_a_setting_existed_counts_as_that_settings_default(tmp_path: Path) -> None:
+    """world.json of an older generator lacks settings added since (e.g. `visual_model`): they had their
+    default then, so the world is regenerated (derived data), not refused as 'another config'."""
+    cfg = load_config("tiny").world
+    out = tmp_path / "w"
+    synth.generate_world(cfg, out)
+    marker = out / synth.WORLD_FILE
+    summary = json.loads(marker.read_text())
+    del summary["config"]["visual_model"]
+    summary["generator_version"] = "0-older"
+    marker.write_text(json.dumps(summary))
+    regenerated = synth.generate_world(cfg, out)
+    assert regenerated["generator_version"] == synth.GENERATOR_VERSION
+    other = dataclasses.replace(cfg, visual_model="regions")
+    with pytest.raises(ConfigError, match="visual_model"):
+        synth.generate_world(other, out)

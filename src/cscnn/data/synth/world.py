@@ -144,10 +144,12 @@ def _existing_world(cfg: WorldConfig, out: Path, force: bool) -> dict | None:
         raise ConfigError(f"{out} exists but holds no synthetic world ({WORLD_FILE}); pass force=True (--force)")
     summary = json.loads(marker.read_text())
     wanted = dataclasses.asdict(cfg)
-    if summary.get("config") == wanted:
+    # a setting added to WorldConfig after the world was made had its default value then (e.g. visual_model)
+    recorded = {**dataclasses.asdict(WorldConfig()), **summary.get("config", {})}
+    if recorded == wanted:
         # same config: up to date, or made by an older generator and simply regenerated (it is derived data)
         return summary if summary.get("generator_version") == GENERATOR_VERSION else None
-    changed = sorted(k for k in wanted if summary.get("config", {}).get(k) != wanted[k])
+    changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
     raise ConfigError(
         f"{out} holds a world generated with another config (differs in: {', '.join(changed)}); "
         "pass force=True (CLI: --force) to replace it"
