@@ -60,6 +60,7 @@ SIZE_WAIVER = "size:"  # a comment on the line before the `def` (or on a module'
 IMPORT_TO_DISTRIBUTION = {
     "PIL": "pillow",
     "sklearn": "scikit-learn",
+    "skimage": "scikit-image",
     "yaml": "pyyaml",
     "great_expectations": "great-expectations",
     "airflow": "apache-airflow",
