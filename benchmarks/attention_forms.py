@@ -57,9 +57,12 @@ def overrides_of(setting: str) -> list[str]:
 
 
 def touches(setting: str, variant: str) -> bool:
-    """Gate forms and priors do not exist in the plain CNN: it runs for the `paper` settings only."""
+    """Gate forms do not exist in the plain CNN (it runs for the `paper` settings only), category priors only
+    in CSCNN: a run that the setting would not change is not repeated."""
     parts = setting.split("+")
-    return variant != "cnn" or not any(p in ("scaled", "residual") or p.startswith("prior") for p in parts)
+    if any(p.startswith("prior") for p in parts) and variant != "cscnn":
+        return False
+    return variant != "cnn" or not any(p in ("scaled", "residual") for p in parts)
 
 
 def one_run(world, base_overrides, profile, setting, variant, seed, prepared) -> dict:
