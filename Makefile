@@ -14,7 +14,7 @@ RUN ?= artifacts/$(PROFILE)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: venv demo model test test-fast lint compare bench clean
+.PHONY: venv demo model test test-fast lint compare results bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,9 +44,22 @@ lint: venv
 	$(BIN)/ruff check src tests benchmarks dags kfp_pipelines bento
 	$(BIN)/ruff format --check src tests benchmarks dags kfp_pipelines bento
 
+# docs/results/: the comparison on each world (5 seeds; resumable: finished runs are kept in
+# docs/results/<world>.runs/ and skipped, so an interrupted `make results` goes on where it stopped).
+RESULT_VARIANTS ?= no_image,cnn,se,cbam,cscnn
 compare: venv
 	$(BIN)/cscnn data synth --profile $(PROFILE) --out $(DATA)
-	$(BIN)/cscnn compare --data $(DATA) --profile $(PROFILE) --seeds 3 --out docs/results.md
+	$(BIN)/cscnn compare --data $(DATA) --profile $(PROFILE) --out docs/results/$(PROFILE).md
+
+results: venv
+	$(BIN)/cscnn data synth --profile capacity --out data/capacity
+	$(BIN)/cscnn compare --data data/capacity --profile capacity --variants $(RESULT_VARIANTS) --out docs/results/capacity.md
+	test -d data/photos || $(BIN)/cscnn data photo-amazon --out data/photos-raw --import-to data/photos
+	$(BIN)/cscnn compare --data data/photos --profile small --variants $(RESULT_VARIANTS) --out docs/results/photos.md
+	$(BIN)/cscnn data synth --profile small --out data/small
+	$(BIN)/cscnn compare --data data/small --profile small --variants $(RESULT_VARIANTS) --out docs/results/small.md
+	$(BIN)/cscnn data synth --profile regions --out data/regions
+	$(BIN)/cscnn compare --data data/regions --profile regions --variants $(RESULT_VARIANTS) --out docs/results/regions.md
 
 bench: venv
 	$(BIN)/python benchmarks/train_throughput.py --profile $(PROFILE) --data $(DATA)
