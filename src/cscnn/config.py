@@ -68,8 +68,9 @@ class ModelConfig:
     spatial_kernel: int = 7
     # How an attention map M (channel or spatial, SE/CBAM/CSCNN alike) reweights its feature map F; see
     # docs/model.md. sigmoid: F * sigmoid(M), the papers' form (starts at 0.5: five layers shrink F 32x);
-    # scaled: F * 2 sigmoid(M) (identity at M = 0); residual: F + F * sigmoid(M) (never below F).
-    attention_gate: str = "sigmoid"
+    # scaled: F * 2 sigmoid(M) (identity at M = 0); residual: F + F * sigmoid(M) (never below F): the best
+    # validation AUC of SE, CBAM and CSCNN together (benchmarks/results/attention_forms.md).
+    attention_gate: str = "residual"
     conv_init: str = "default"  # default: PyTorch's (shrinks activations layer by layer); kaiming: He normal
     prior_init_std: float = 1.0  # std of the CSCNN category priors at initialisation (channel and spatial)
     embed_dim: int = 16
