@@ -66,7 +66,8 @@ def loop(tmp_path_factory):
     results = {day: run(day, LENIENT) for day in DAYS[:3]}
     results["strict"] = run(DAYS[3], ["gate.auc_floor=0.99"])
     results["broken"] = run(BROKEN, LENIENT)
-    results["rerun"] = run(DAYS[3], [*LENIENT, "gate.max_auc_drop=1", "gate.max_category_drop=1"])
+    # every threshold relaxed: a 2-epoch model on the tiny world is close to chance, on either side of 0.5
+    results["rerun"] = run(DAYS[3], ["gate.auc_floor=0", "gate.max_auc_drop=1", "gate.max_category_drop=1"])
     yield {"results": results, "state": state, "landing": landing, "broken_sha": broken_sha}
     mp.undo()
 
