@@ -223,8 +223,12 @@ def embed_cmd(
 def compare_cmd(
     data: DataDir,
     out: Annotated[
-        Path, typer.Option(help="Markdown table to write (raw numbers next to it as .json, runs in <stem>.runs/).")
-    ] = Path("docs/results.md"),
+        Path | None,
+        typer.Option(
+            help="Markdown table to write (raw numbers next to it as .json, runs in <stem>.runs/); default: "
+            "docs/results/<name of the --data folder>.md."
+        ),
+    ] = None,
     profile: Profile = "small",
     variants: Annotated[str, typer.Option(help="Comma-separated variants.")] = ",".join(VARIANTS),
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1).")] = 5,
@@ -254,6 +258,7 @@ def compare_cmd(
         if seeds < 1 or bootstrap < 0:
             raise CSCNNError(f"--seeds must be >= 1 and --bootstrap >= 0, got {seeds} and {bootstrap}")
         world = open_world(data)
+        out = out or Path("docs/results") / f"{Path(data).resolve().name}.md"
         command = "cscnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         rows = compare(world, cfg, chosen, list(range(seeds)), out, command, progress, bootstrap, bootstrap_seed)
     except CSCNNError as exc:
