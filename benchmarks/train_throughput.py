@@ -34,7 +34,7 @@ from cscnn.training.allocator import reuse_freed_memory
 from cscnn.training.checkpoint import build_model
 from cscnn.training.features import encode, feature_frame, image_bank
 from cscnn.training.stream import shuffled_batches
-from cscnn.training.train import make_optimizer, prepare, seed_everything, train_step
+from cscnn.training.train import make_optimizer, prepare, seed_everything, select_device, train_step
 
 
 def batches_of(path: str, cfg, world, prepared, rng):
@@ -58,9 +58,11 @@ def measure(cfg, world, dedup: bool, steps: int, path: str = "streamed", warmup:
     started = time.perf_counter()
     prepared = prepare(world, cfg)
     rng = seed_everything(cfg.train.seed)
-    model = build_model(cfg, prepared.encoder).train()
+    device = select_device(cfg.train.device)  # train.device: auto (CUDA when there is one), cpu or cuda
+    model = build_model(cfg, prepared.encoder).to(device).train()
     optimizer = make_optimizer(model, cfg)
     batches, bank = batches_of(path, cfg, world, prepared, rng)
+    batches = (batch.to(device) for batch in batches)
     timings, uniques = [], []
     for step in range(warmup + steps):
         batch = next(batches, None)
@@ -68,6 +70,8 @@ def measure(cfg, world, dedup: bool, steps: int, path: str = "streamed", warmup:
             raise SystemExit(f"only {step} batches of training impressions: fewer steps or a smaller batch, please")
         start = time.perf_counter()
         _, n_images = train_step(model, batch, bank, optimizer, dedup)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the step's kernels are done before the clock stops
         if step >= warmup:
             timings.append(time.perf_counter() - start)
             uniques.append(n_images)
@@ -76,6 +80,7 @@ def measure(cfg, world, dedup: bool, steps: int, path: str = "streamed", warmup:
         "variant": cfg.model.variant,
         "data_path": path,
         "dedup": dedup,
+        "device": str(device),
         "batch_size": cfg.train.batch_size,
         "steps": steps,
         "impressions_per_s": steps * cfg.train.batch_size / seconds,
@@ -141,7 +146,8 @@ def main() -> None:
         "config": {"model": dataclasses.asdict(base.model), "train": dataclasses.asdict(base.train)},
         "step_cost_vs_cnn": {v: ms / step_ms["cnn"] for v, ms in step_ms.items()} if "cnn" in step_ms else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
+        f"{torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
