@@ -25,8 +25,18 @@ SRC = ROOT / "src"
 PACKAGE = SRC / "cscnn"
 KFP = ROOT / "kfp_pipelines"
 
-# Lowest first. `serving` and `daily` are peers: the same rank, and neither may import the other.
-LAYER_RANK = {"core": 0, "data": 1, "models": 2, "training": 3, "tools": 4, "serving": 5, "daily": 5, "entrypoints": 6}
+# Lowest first. `serving`, `daily` and `online` are peers: the same rank, and none may import another.
+LAYER_RANK = {
+    "core": 0,
+    "data": 1,
+    "models": 2,
+    "training": 3,
+    "tools": 4,
+    "serving": 5,
+    "daily": 5,
+    "online": 5,
+    "entrypoints": 6,
+}
 CORE = {
     "cscnn",
     "cscnn.errors",

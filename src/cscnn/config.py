@@ -149,6 +149,21 @@ class ServeConfig:
 
 
 @dataclass
+class OnlineConfig:
+    """Simulated users and experiments through the ranking service (`cscnn simulate`, docs/online.md)."""
+
+    requests: int = 1500  # requests per simulated day
+    candidates: int = 50  # ads the ranker orders per request, drawn from the catalogue on sale that day
+    top_k: int = 10  # ads shown per page, at slots 1..top_k; the rest are not shown
+    max_requests: int = 100_000  # the bound on one simulated day: more is refused
+    concurrency: int = 4  # requests in flight per served arm
+    timeout_s: float = 10.0  # one request; a timeout is a failed request
+    salt: str = "cscnn-ab-1"  # of the per-user hash that assigns arms; a new salt reshuffles users
+    bootstrap: int = 1000  # resamples of users for the lift intervals
+    seed: int = 0
+
+
+@dataclass
 class Config:
     world: WorldConfig = field(default_factory=WorldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -156,6 +171,7 @@ class Config:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,10 +246,21 @@ class Config:
                 "serve: the traffic and connection limits must be > 0",
             ),
         ]
-        for ok, message in checks:
+        for ok, message in checks + _online_checks(self.online):
             if not ok:
                 raise ConfigError(message)
         return self
+
+
+def _online_checks(o: OnlineConfig) -> list[tuple[bool, str]]:
+    return [
+        (1 <= o.requests <= o.max_requests, f"online.requests={o.requests} must be in 1..online.max_requests"),
+        (1 <= o.top_k <= o.candidates, "online.top_k must be >= 1 and <= online.candidates"),
+        (
+            o.concurrency >= 1 and o.timeout_s > 0 and o.bootstrap >= 100,
+            "online.concurrency must be >= 1, online.timeout_s > 0, online.bootstrap >= 100",
+        ),
+    ]
 
 
 def profiles() -> dict[str, dict]:
