@@ -14,7 +14,7 @@ RUN ?= artifacts/$(PROFILE)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: venv demo model test test-fast lint compare results bench clean
+.PHONY: venv demo model test test-fast lint compare results online-loop online-ab bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,14 @@ results: venv
 	$(BIN)/cscnn compare --data data/small --profile small --variants $(RESULT_VARIANTS) --out docs/results/small.md
 	$(BIN)/cscnn data synth --profile regions --out data/regions
 	$(BIN)/cscnn compare --data data/regions --profile regions --variants $(RESULT_VARIANTS) --out docs/results/regions.md
+
+# docs/online.md: the daily loop on its own traffic (simulated users through the real service), and the A/B
+# experiments of CSCNN against no image and the plain CNN.
+online-loop: venv
+	$(BIN)/cscnn online-loop --work data/online-loop $(if $(SET),--set $(SET),)
+
+online-ab: venv
+	$(BIN)/python benchmarks/online_ab.py
 
 bench: venv
 	$(BIN)/python benchmarks/train_throughput.py --profile $(PROFILE) --data $(DATA)

@@ -230,3 +230,15 @@ def test_traffic_through_the_real_service(tiny_world, tmp_path) -> None:
     assert {"report.md", "cumulative_lift.png", "summary.json"} <= {
         a.path for a in MlflowClient(state.tracking_uri).list_artifacts(result.mlflow_run_id)
     }
+
+
+def test_request_adjustment_keeps_the_mean_and_removes_the_covariates_variance() -> None:
+    from cscnn.online.experiment import cuped
+
+    rng = np.random.default_rng(0)
+    covariate = rng.gamma(2.0, 1.0, 5000)  # how promising each request is, before any arm acts
+    value = 0.5 * covariate + rng.normal(0, 0.2, 5000)
+    adjusted = cuped(value, covariate)
+    assert adjusted.mean() == pytest.approx(value.mean())
+    assert adjusted.var() < 0.2 * value.var()
+    assert np.allclose(cuped(value, np.full(5000, 3.0)), value)  # a constant covariate changes nothing

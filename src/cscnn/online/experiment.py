@@ -13,6 +13,7 @@ probabilities of what was shown (the same comparison without the Bernoulli noise
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class Experiment:
     random_expected: np.ndarray  # [R] same, random order
     versions: dict[str, list[str]] = field(default_factory=dict)
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each arm's requests
 
 
 def run_day(
@@ -80,18 +82,21 @@ def run_day(
     arms = list(rankers)
     arm_of_request = assign(truth.user_ids[requests.user], arms, shares, cfg.salt)
     answers: list[RankAnswer | None] = [None] * len(requests)
+    seconds = {}
     for name, ranker in rankers.items():
         rows = np.flatnonzero(arm_of_request == name)
+        started = time.perf_counter()
         if len(rows):
             for r, answer in zip(rows, ranker.rank(requests, rows), strict=True):
                 answers[r] = answer
+        seconds[name] = time.perf_counter() - started
     served = show_and_click(truth, requests, arm_of_request, answers, cfg.top_k, rng)
     oracle = counterfactual_expected_clicks(truth, requests, oracle_order(truth, requests), cfg.top_k)
     floor = counterfactual_expected_clicks(truth, requests, random_order(requests, rng), cfg.top_k)
     versions = {
         name: sorted({v for v in served.requests.loc[served.requests["arm"] == name, "version"] if v}) for name in arms
     }
-    experiment = Experiment(day, arms, served, oracle, floor, versions)
+    experiment = Experiment(day, arms, served, oracle, floor, versions, seconds=seconds)
     experiment.table = summarise(experiment, cfg.bootstrap, seed)
     return experiment
 
@@ -100,10 +105,10 @@ def summarise(experiment: Experiment, resamples: int, seed: int = 0) -> pd.DataF
     """One row per arm: counts, CTR@K, clicks and expected clicks per request, the same requests' oracle and
     random values, and the lift over the control (first) arm with 95 % user-bootstrap intervals."""
     req = experiment.served.requests.assign(oracle=experiment.oracle_expected, floor=experiment.random_expected)
+    req["adjusted"] = cuped(req["expected_clicks"].to_numpy(), req["oracle"].to_numpy())
     rng = np.random.default_rng(seed)
     per_user = {
-        arm: req[req["arm"] == arm].groupby("user_id")[["clicks", "expected_clicks"]].agg(["sum", "count"])
-        for arm in experiment.arms
+        arm: req[req["arm"] == arm].groupby("user_id")[list(MEASURES)].agg(["sum", "count"]) for arm in experiment.arms
     }
     draws = {arm: _user_draws(per_user[arm], resamples, rng) for arm in experiment.arms}
     control = experiment.arms[0]
@@ -125,11 +130,26 @@ def summarise(experiment: Experiment, resamples: int, seed: int = 0) -> pd.DataF
             "oracle_per_request": mine["oracle"].mean() if n else float("nan"),
             "random_per_request": mine["floor"].mean() if n else float("nan"),
         }
-        for measure in ("clicks", "expected_clicks"):
+        for measure in MEASURES:
             lift, low, high = _lift(per_user[arm], per_user[control], draws[arm], draws[control], measure)
             row[f"{measure}_lift"], row[f"{measure}_lift_low"], row[f"{measure}_lift_high"] = lift, low, high
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+MEASURES = ("clicks", "expected_clicks", "adjusted")
+
+
+def cuped(value: np.ndarray, covariate: np.ndarray) -> np.ndarray:
+    """`value` minus its linear prediction from a covariate fixed before the arm acts (Deng et al., WSDM 2013).
+
+    The covariate is what the oracle would have earned on the same request: it carries how promising the user
+    and the candidates are, which the arm cannot change, so removing it leaves the mean unchanged in
+    expectation and takes most of the between-user variance out of the comparison."""
+    centred = covariate - covariate.mean()
+    spread = float(np.dot(centred, centred))
+    theta = float(np.dot(centred, value - value.mean())) / spread if spread > 0 else 0.0
+    return value - theta * centred
 
 
 def _user_draws(per_user: pd.DataFrame, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -173,8 +193,9 @@ def markdown(experiment: Experiment, title: str = "") -> str:
         f"### {title or 'Experiment'}: {experiment.day}, control `{control}`",
         "",
         "| arm | versions | users | requests | failed | impressions | clicks | CTR@K | clicks / request "
-        "| expected clicks / request | lift in clicks (95% CI) | lift in expected clicks (95% CI) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| expected clicks / request | lift in clicks (95% CI) | lift in expected clicks (95% CI) "
+        "| lift in expected clicks, request-adjusted (95% CI) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in t.iterrows():
         is_control = r["arm"] == control
@@ -184,18 +205,22 @@ def markdown(experiment: Experiment, title: str = "") -> str:
             if is_control
             else _pct(r["expected_clicks_lift"], r["expected_clicks_lift_low"], r["expected_clicks_lift_high"])
         )
-        judged = "" if is_control else verdict(r["expected_clicks_lift_low"], r["expected_clicks_lift_high"])
+        lift_a = "control" if is_control else _pct(r["adjusted_lift"], r["adjusted_lift_low"], r["adjusted_lift_high"])
+        judged = "" if is_control else verdict(r["adjusted_lift_low"], r["adjusted_lift_high"])
         lines.append(
             f"| {r['arm']} | {r['versions'] or '-'} | {r['users']} | {r['requests']} | {r['failed_requests']} | "
             f"{r['impressions']} | {r['clicks']} | {r['ctr_at_k']:.4f} | {r['clicks_per_request']:.4f} | "
-            f"{r['expected_per_request']:.4f} | {lift_c} | {lift_e} | {judged} |"
+            f"{r['expected_per_request']:.4f} | {lift_c} | {lift_e} | {lift_a} | {judged} |"
         )
     req = experiment.served.requests
     oracle, floor = experiment.oracle_expected.mean(), experiment.random_expected.mean()
     lines += [
         "",
         f"Same {len(req)} requests, ranked offline by the world's true probability (oracle, the ceiling): "
-        f"{oracle:.4f} expected clicks per request; in random order (the floor): {floor:.4f}.",
+        f"{oracle:.4f} expected clicks per request; in random order (the floor): {floor:.4f}. "
+        "Arms are assigned per user, so the intervals resample users. The request-adjusted lift removes what "
+        "the oracle would have earned on each request (CUPED): the same comparison with the between-user "
+        "variance taken out; the verdict uses it.",
     ]
     for _, r in t.iterrows():
         gap = (r["expected_per_request"] - r["random_per_request"]) / max(

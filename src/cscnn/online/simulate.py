@@ -138,10 +138,29 @@ def _summary(experiment: Experiment, specs: list[ArmSpec], ok: bool, failures: l
         "arms": {s.name: s.spec for s in specs},
         "versions": experiment.versions,
         "table": table.to_dict(orient="records"),
+        "throughput": _throughput(experiment),
         "oracle_per_request": float(experiment.oracle_expected.mean()),
         "random_per_request": float(experiment.random_expected.mean()),
         "validation": {"success": ok, "failures": failures},
     }
+
+
+def _throughput(experiment: Experiment) -> dict:
+    """Per arm: requests per second over its wall time (its requests run `online.concurrency` at a time) and
+    the client-side latency percentiles."""
+    req = experiment.served.requests
+    out = {}
+    for arm, seconds in experiment.seconds.items():
+        latency = req.loc[req["arm"] == arm, "latency_ms"].to_numpy()
+        n = len(latency)
+        out[arm] = {
+            "requests": n,
+            "seconds": round(seconds, 3),
+            "requests_per_s": round(n / seconds, 1) if seconds > 0 else None,
+            "latency_ms_p50": float(np.percentile(latency, 50)) if n else None,
+            "latency_ms_p99": float(np.percentile(latency, 99)) if n else None,
+        }
+    return out
 
 
 def _log(experiment: Experiment, specs: list[ArmSpec], out: Path, state: State) -> str:

@@ -59,3 +59,24 @@ def simulate_cmd(
     failed = int(result.experiment.table["failed_requests"].sum())
     if failed:
         typer.secho(f"{failed} requests failed (counted, not dropped: see requests.parquet)", fg="yellow", err=True)
+
+
+@app.command("online-loop")
+def online_loop_cmd(
+    work: Annotated[Path, typer.Option(help="Folder for the world, the landing data and the state.")] = Path(
+        "data/online-loop"
+    ),
+    profile: Profile = "demo",
+    history: Annotated[int, typer.Option(help="Days that land as the generator logged them, before serving.")] = 3,
+    overrides: Overrides = None,
+) -> None:
+    """The daily loop on its own traffic: after the history days, each day's landing data is what the ranking
+    service served to simulated users, and the cscnn_daily DAG retrains and gates on it (docs/online.md)."""
+    from cscnn.entrypoints.online_loop import markdown_table, run_loop
+
+    try:
+        rows = run_loop(work, profile, history, overrides)
+    except CSCNNError as exc:
+        fail(exc)
+    typer.echo("\n" + markdown_table(rows))
+    typer.echo(f"written: {work / 'loop.json'}")
