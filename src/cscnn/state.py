@@ -8,6 +8,7 @@ Everything the embedded default needs lives under one folder, `.state/` in the p
     dvc-remote/               its default DVC remote (set CSCNN_DVC_REMOTE for object storage)
     kfp-local/<day>/          kfp.local's pipeline root: per-day working files (validation, checkpoints, gate)
     days/<day>.json           the status of each day (validated, rejected, promoted, ...) for operators
+                              (CSCNN_STATUS_STORE=mlflow keeps it in the tracking server instead: a cluster)
     defaults.json             the landing folder and profile the local set-up used (`make demo` writes it):
                               what the DAGs take when neither a param nor $CSCNN_LANDING/$CSCNN_PROFILE names one
     airflow/, bentoml/        AIRFLOW_HOME and BENTOML_HOME of the embedded default
@@ -52,6 +53,15 @@ class State:
     @property
     def dvc_remote(self) -> str:
         return os.environ.get("CSCNN_DVC_REMOTE") or str(self.root / "dvc-remote")
+
+    @property
+    def status_store(self) -> str:
+        """Where each day's status record lives: `file` (days/<day>.json here, the default) or `mlflow` (the
+        tracking server of `tracking_uri`: what a cluster sets with CSCNN_STATUS_STORE=mlflow)."""
+        store = os.environ.get("CSCNN_STATUS_STORE") or "file"
+        if store not in ("file", "mlflow"):
+            raise ValueError(f"CSCNN_STATUS_STORE={store!r}: 'file' or 'mlflow'")
+        return store
 
     def day_status_file(self, day: str) -> Path:
         return self.root / "days" / f"{day}.json"
