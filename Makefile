@@ -14,7 +14,7 @@ RUN ?= artifacts/$(PROFILE)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: venv demo model test test-fast lint compare results online-loop online-ab bench clean
+.PHONY: venv demo model test test-fast lint compare results online-loop online-ab rehearsal bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ online-loop: venv
 
 online-ab: venv
 	$(BIN)/python benchmarks/online_ab.py
+
+# infra/README.md "Cluster mode": S3 (moto), mlflow server, a git remote on localhost; the daily pipeline for
+# three days with no shared folder, the ranking service, one request; the embedded run's decisions beside it.
+rehearsal: venv
+	$(BIN)/cscnn rehearsal --work data/rehearsal
 
 bench: venv
 	$(BIN)/python benchmarks/train_throughput.py --profile $(PROFILE) --data $(DATA)

@@ -9,16 +9,30 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from cscnn.cluster import CONFIG_ENV, CONFIG_MAP, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT, STATE_MOUNT, STATE_PVC
+from cscnn.cluster import (
+    CONFIG_ENV,
+    CONFIG_MAP,
+    GPU_NODE_LABEL,
+    GPU_RESOURCE,
+    GPU_TAINT,
+    REMOTES_SECRET,
+    REMOTES_SECRET_ENV,
+    STATE_MOUNT,
+    STATE_PVC,
+)
 from kfp_pipelines import components as c
 
-# On a cluster every step sees the shared state volume (pass state_dir=STATE_MOUNT) and the tool endpoints
-# of the ConfigMap that infra/k8s sets up; kfp.local ignores both. The names are in cscnn.cluster.
+# On a cluster every step gets the service endpoints of the ConfigMap that infra/k8s sets up and the
+# credentials of the Secret `cscnn-remotes`; with a data registry remote there (cluster mode, infra/README.md)
+# pass state_dir="" and each step works in a scratch folder of its own, handing everything over through the
+# services. The state volume stays mounted for the embedded-style overlay (state_dir=STATE_MOUNT) and for the
+# multi-node TrainJob's checkpoint. kfp.local ignores all three. The names are in cscnn.cluster.
 
 
 def shared(task: dsl.PipelineTask) -> dsl.PipelineTask:
     kubernetes.mount_pvc(task, pvc_name=STATE_PVC, mount_path=STATE_MOUNT)
     kubernetes.use_config_map_as_env(task, CONFIG_MAP, {key: key for key in CONFIG_ENV}, optional=True)
+    kubernetes.use_secret_as_env(task, REMOTES_SECRET, {key: key for key in REMOTES_SECRET_ENV}, optional=True)
     return task
 
 

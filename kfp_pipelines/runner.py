@@ -46,7 +46,9 @@ def run_local(name: str, arguments: dict) -> dict:
     """`kfp.local` with the subprocess runner in this venv (no Docker, no cluster)."""
     from kfp import local
 
-    state_dir = Path(arguments["state_dir"])
+    from cscnn.state import State
+
+    state_dir = State.from_env(arguments["state_dir"] or None).root  # "": a cluster step's own scratch
     root = state_dir / "kfp-local" / arguments.get("day", "run")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     started = time.perf_counter()

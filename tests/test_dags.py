@@ -213,6 +213,16 @@ def test_defaults_come_from_the_logical_date_and_the_repository(tmp_path):
     }
 
 
+def test_in_cluster_mode_the_pipeline_gets_no_state_folder(tmp_path):
+    """With a data registry remote (cluster mode) and no CSCNN_STATE, the steps get state_dir "": each works in
+    a scratch folder of its own, and the day's record is read from the tracking server, not from a folder."""
+    env = {"CSCNN_DATA_REGISTRY_REMOTE": "https://git.example.com/registry.git", "CSCNN_LANDING": str(tmp_path)}
+    args = orchestration.daily_arguments(NO_PARAMS, "2026-01-03", env, REPO)
+    assert args["state_dir"] == "" and args["landing"] == str(tmp_path)
+    explicit = orchestration.daily_arguments(NO_PARAMS, "2026-01-03", {**env, "CSCNN_STATE": str(tmp_path)}, REPO)
+    assert explicit["state_dir"] == str(tmp_path)
+
+
 def test_the_landing_the_local_set_up_recorded_is_the_default(tmp_path):
     from cscnn.state import State
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import yaml
 
+from cscnn.cluster import CONFIG_ENV, REMOTES_SECRET, REMOTES_SECRET_ENV
 from kfp_pipelines.daily import PIPELINES
 from kfp_pipelines.runner import COMPILED_DIR, compile_all
 
@@ -74,4 +75,7 @@ def test_every_step_mounts_the_shared_state_and_reads_the_tool_endpoints():
         for executor, spec in platform.items():
             assert spec["pvcMount"][0]["mountPath"] == "/var/lib/cscnn/state", executor
             keys = {item["envVar"] for item in spec["configMapAsEnv"][0]["keyToEnv"]}
-            assert keys == {"MLFLOW_TRACKING_URI", "CSCNN_DVC_REMOTE"}, executor
+            assert keys == set(CONFIG_ENV) >= {"MLFLOW_TRACKING_URI", "CSCNN_DVC_REMOTE"}, executor
+            secret = spec["secretAsEnv"][0]  # the remotes' credentials (infra/README.md "Cluster mode")
+            assert secret["secretName"] == REMOTES_SECRET and secret["optional"] is True, executor
+            assert {item["envVar"] for item in secret["keyToEnv"]} == set(REMOTES_SECRET_ENV), executor

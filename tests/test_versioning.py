@@ -194,3 +194,44 @@ def test_failed_push_leaves_the_registry_at_its_last_commit(landing, days, tmp_p
     # the rerun (remote fixed) completes the day
     second = version_day(landing, days[1], registry, remote)
     assert second.commit != first.commit and open_world(second.world_dir).days == days[:2]
+
+
+def test_clones_of_a_git_remote_push_in_turn_and_a_reader_checks_out_a_days_commit(
+    landing, days, tmp_path, monkeypatch
+) -> None:
+    """Cluster mode: the registry's history in a git remote, each step in its own clone. A step whose push
+    comes after another step's (it versioned from an older tip) is rejected and redone from the new tip (never
+    forced), so both days are in the history; a fresh clone restores each day's commit from the remotes."""
+    from cscnn.tools.versioning import init_registry
+    from cscnn.tools.versioning import registry as registry_module
+
+    remote = tmp_path / "registry.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    dvc_remote, url = tmp_path / "dvc-remote", remote.as_uri()
+    first = version_day(landing, days[0], tmp_path / "pod-a", dvc_remote, url)
+    init_registry(tmp_path / "pod-b", dvc_remote, url)
+    real_push, pushes = registry_module._push, []
+
+    def push_after_another_step(registry: Path) -> bool:
+        if registry.name == "pod-c" and not pushes:  # pod-b versions and pushes between pod-c's sync and push
+            pushes.append(version_day(landing, days[1], tmp_path / "pod-b", dvc_remote, url))
+        accepted = real_push(registry)
+        pushes.append((registry.name, accepted))
+        return accepted
+
+    monkeypatch.setattr(registry_module, "_push", push_after_another_step)
+    third = version_day(landing, days[2], tmp_path / "pod-c", dvc_remote, url)
+    assert [p for p in pushes if isinstance(p, tuple)] == [("pod-b", True), ("pod-c", False), ("pod-c", True)]
+    second = next(p for p in pushes if not isinstance(p, tuple))
+    subjects = git(remote, "log", "--format=%s", "main").splitlines()
+    assert subjects[:3] == [f"data: day {d}" for d in (days[2], days[1], days[0])]
+    assert third.days == days[:3] and second.days == days[:2] and first.days == days[:1]
+    monkeypatch.setattr(registry_module, "_push", real_push)
+    reader = tmp_path / "pod-reader"
+    restore(reader, dvc_remote, second.tag(), git_remote=url)
+    assert list_days(reader / "world") == days[:2]  # the commit of day 2, data pulled from the DVC remote
+    assert (reader / "world" / schema.impressions_path(Path(), days[1])).read_bytes() == (
+        schema.impressions_path(landing, days[1]).read_bytes()
+    )
+    restore(reader, dvc_remote, None, git_remote=url)
+    assert list_days(reader / "world") == days[:3]  # the remote's tip

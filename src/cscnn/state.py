@@ -14,14 +14,48 @@ Everything the embedded default needs lives under one folder, `.state/` in the p
     airflow/, bentoml/        AIRFLOW_HOME and BENTOML_HOME of the embedded default
     cscnn.lock                held by the run working on this state (`cscnn.locks`); servers/: its package check
 KFP_HOST, when set, makes the DAG submit the pipeline to that Kubeflow Pipelines host instead of kfp.local.
+
+On a cluster nothing is handed over through a folder (infra/README.md): `CSCNN_DATA_REGISTRY_REMOTE` names
+the data registry's git remote (each step clones it), `CSCNN_DVC_REMOTE` object storage, MLFLOW_TRACKING_URI
+the tracking server (models, tables, and with CSCNN_STATUS_STORE=mlflow the day status). With the data
+registry remote set and no CSCNN_STATE, every process works in a private scratch folder of its own
+(`cluster_mode`), so that nothing one step writes there can be read by another.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+REGISTRY_REMOTE_ENV = "CSCNN_DATA_REGISTRY_REMOTE"
+_scratch: Path | None = None  # this process's private state folder in cluster mode
+
+
+def cluster_mode() -> bool:
+    """The cluster settings are given: the data registry lives in a git remote (infra/README.md)."""
+    return bool(os.environ.get(REGISTRY_REMOTE_ENV))
+
+
+def handed_over(state: State) -> str:
+    """The state folder to hand to other processes (pipeline steps): this one on a machine, none ("") in
+    cluster mode without an explicit CSCNN_STATE, so that each step works in a scratch folder of its own."""
+    if cluster_mode() and not os.environ.get("CSCNN_STATE") and state.root == _scratch:
+        return ""
+    return str(state.root)
+
+
+def _private_scratch() -> Path:
+    """A folder of this process alone, removed when it exits (as a pod's disk goes with the pod)."""
+    global _scratch
+    if _scratch is None or not _scratch.is_dir():
+        _scratch = Path(tempfile.mkdtemp(prefix="cscnn-scratch-"))
+        atexit.register(shutil.rmtree, _scratch, True)
+    return _scratch
 
 
 @dataclass(frozen=True)
@@ -30,7 +64,9 @@ class State:
 
     @classmethod
     def from_env(cls, root: Path | str | None = None) -> State:
-        chosen = root or os.environ.get("CSCNN_STATE") or Path.cwd() / ".state"
+        chosen = root or os.environ.get("CSCNN_STATE")
+        if not chosen:
+            chosen = _private_scratch() if cluster_mode() else Path.cwd() / ".state"
         return cls(Path(chosen).resolve())
 
     @property
@@ -51,14 +87,19 @@ class State:
         return self.data_registry / "world"
 
     @property
+    def data_registry_remote(self) -> str | None:
+        """The data registry's git remote (a cluster), or None: the registry is the local folder alone."""
+        return os.environ.get(REGISTRY_REMOTE_ENV) or None
+
+    @property
     def dvc_remote(self) -> str:
         return os.environ.get("CSCNN_DVC_REMOTE") or str(self.root / "dvc-remote")
 
     @property
     def status_store(self) -> str:
         """Where each day's status record lives: `file` (days/<day>.json here, the default) or `mlflow` (the
-        tracking server of `tracking_uri`: what a cluster sets with CSCNN_STATUS_STORE=mlflow)."""
-        store = os.environ.get("CSCNN_STATUS_STORE") or "file"
+        tracking server of `tracking_uri`: the default in cluster mode, or CSCNN_STATUS_STORE=mlflow)."""
+        store = os.environ.get("CSCNN_STATUS_STORE") or ("mlflow" if cluster_mode() else "file")
         if store not in ("file", "mlflow"):
             raise ValueError(f"CSCNN_STATUS_STORE={store!r}: 'file' or 'mlflow'")
         return store

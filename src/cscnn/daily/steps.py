@@ -40,10 +40,29 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+def registry_world(state: State, day: str | None = None) -> Path:
+    """The data registry's world folder, what candidates train and evaluate on.
+
+    On one machine it is the local registry the version step wrote. On a cluster (a data registry remote is
+    set) this step has no such folder: the registry is cloned from its git remote and checked out at the
+    commit the version step recorded for `day` in the day's status (the remote's tip when there is none yet),
+    and the data pulled from the DVC remote.
+    """
+    if state.data_registry_remote is None:
+        return state.registry_world
+    from cscnn.daily.status import read
+    from cscnn.tools import versioning
+
+    recorded = read(state, day).data_version if day else None
+    versioning.restore(state.data_registry, state.dvc_remote, recorded, git_remote=state.data_registry_remote)
+    return state.registry_world
+
+
 def previous_accepted_day(landing: Path, day: str, state: State) -> str | None:
     """The day to compare the category mix with: the latest day before `day` that passed validation and
     was versioned (a rejected day is no baseline); the landing's previous day before anything is versioned."""
-    source = state.registry_world if (state.registry_world / "impressions").is_dir() else Path(landing)
+    world = registry_world(state)
+    source = world if (world / "impressions").is_dir() else Path(landing)
     return max((d for d in list_days(source) if d < day), default=None)
 
 
@@ -76,8 +95,9 @@ def version(landing: Path, day: str, cfg: Config, state: State) -> dict:
     """
     from cscnn.tools import versioning
 
-    versioning.init_registry(state.data_registry, state.dvc_remote)
-    data_version = versioning.version_day(Path(landing), day, state.data_registry, state.dvc_remote)
+    remote = state.data_registry_remote
+    versioning.init_registry(state.data_registry, state.dvc_remote, remote)
+    data_version = versioning.version_day(Path(landing), day, state.data_registry, state.dvc_remote, remote)
     _log(f"data version {data_version.tag()} pushed to {data_version.remote}")
     history = [d for d in list_days(data_version.world_dir) if d <= day]
     needed = cfg.train.val_days + cfg.train.test_days + 1
@@ -104,7 +124,7 @@ def refresh_embeddings(day: str, cfg: Config, state: State, out: Path) -> dict:
         _log("embedding refresh skipped: no champion yet")
         return {"refreshed": 0, "skipped": "no champion yet"}
     checkpoint, table = registry.fetch(current, state)
-    meta = extend_table(checkpoint, table, state.registry_world, Path(out), device=cfg.train.device)
+    meta = extend_table(checkpoint, table, registry_world(state, day), Path(out), device=cfg.train.device)
     result = {"refreshed": meta["refreshed"], "n_items": meta["n_items"], "version": current.version}
     if meta["refreshed"]:
         ref = registry.attach_embeddings(current, Path(out), key=f"{day}-refresh", state=state)
@@ -129,7 +149,7 @@ def train_candidate(day: str, cfg: Config, state: State, out: Path, pod_gpus: in
     if cfg.train.nodes > 1:
         card = _train_on_cluster(day, cfg, state, Path(out))
     else:
-        card = run_training(state.registry_world, cfg, Path(out), until=day)
+        card = run_training(registry_world(state, day), cfg, Path(out), until=day)
     summary = {
         "fingerprint": card["fingerprint"],
         "days": card["days"],
@@ -157,7 +177,8 @@ def _train_on_cluster(day: str, cfg: Config, state: State, out: Path) -> dict:
 
     name = trainjob.job_name(day, uuid.uuid4().hex[:8])
     checkpoint = trainjob.checkpoint_dir(state.root, name)
-    body = trainjob.manifest(name, trainjob.namespace(), cfg, worker_args(state.registry_world, cfg, checkpoint, day))
+    world = registry_world(state, day)
+    body = trainjob.manifest(name, trainjob.namespace(), cfg, worker_args(world, cfg, checkpoint, day))
     _log(f"TrainJob {name}: {cfg.train.nodes} node(s) x {cfg.train.workers} worker(s), {cfg.train.gpus} GPU(s)/node")
     trainjob.run(body)
     with atomic_dir(out) as tmp:
@@ -195,7 +216,7 @@ def evaluate_against_champion(
 
 def evaluate(candidate_dir: Path, day: str, cfg: Config, state: State) -> dict:
     """Candidate and champion on the same held-out day."""
-    evaluation = evaluate_against_champion(candidate_dir, state.registry_world, [day], cfg, state, True)
+    evaluation = evaluate_against_champion(candidate_dir, registry_world(state, day), [day], cfg, state, True)
     candidate, champ = evaluation["candidate"], evaluation.get("champion")
     champ_text = f"{champ['auc']:.4f} (v{evaluation['champion_version']})" if champ else "none"
     _log(f"eval {day}: candidate AUC {candidate['auc']:.4f}, champion AUC {champ_text}")
@@ -235,7 +256,7 @@ def register(
     from cscnn.training import attention_plots, plots
     from cscnn.training.features import feature_frame
 
-    world = open_world(state.registry_world).until(day)
+    world = open_world(registry_world(state, day)).until(day)
     work = Path(work)
     cand, champ = evaluation["candidate"], evaluation.get("champion")
     pictures = work / "pictures"
@@ -280,7 +301,7 @@ def publish_table(ref: dict, candidate_dir: Path, day: str, cfg: Config, state: 
     from cscnn.tools import registry
     from cscnn.training.embed import export_table
 
-    meta = export_table(Path(candidate_dir), state.registry_world, Path(out), device=cfg.train.device)
+    meta = export_table(Path(candidate_dir), registry_world(state, day), Path(out), device=cfg.train.device)
     model_ref = registry.attach_embeddings(registry.ModelRef(**ref), Path(out), key=day, state=state)
     _log(f"embedding table of v{model_ref.version}: {meta['n_items']} items -> {model_ref.embeddings}")
     return model_ref.to_dict()

@@ -16,7 +16,7 @@ from typing import Any
 from cscnn.daily import status
 from cscnn.dates import check_day
 from cscnn.errors import CSCNNError
-from cscnn.state import State
+from cscnn.state import REGISTRY_REMOTE_ENV, State
 
 PIPELINES = ("daily", "embedding_refresh")  # kfp_pipelines.daily.PIPELINES
 DEFAULT_PROFILE = "small"
@@ -138,12 +138,15 @@ def locations(params: Mapping[str, Any], env: Mapping[str, str], root: Path) -> 
     """Landing folder, state folder and profile: a param wins, then $CSCNN_LANDING / $CSCNN_STATE /
     $CSCNN_PROFILE, then what the local set-up recorded in the state (`State.defaults`: `make demo` writes
     it), then the defaults (`data/small`, `.state`, `small`). Relative paths are taken from `root`."""
-    state_dir = (root / (env.get("CSCNN_STATE") or ".state")).resolve()
-    recorded = State(state_dir).defaults()
+    if env.get(REGISTRY_REMOTE_ENV) and not env.get("CSCNN_STATE"):  # a cluster: every step its own scratch
+        state_dir, recorded = "", {}
+    else:
+        state_dir = str((root / (env.get("CSCNN_STATE") or ".state")).resolve())
+        recorded = State(Path(state_dir)).defaults()
     landing = params.get("landing") or env.get("CSCNN_LANDING") or recorded.get("landing") or "data/small"
     return {
         "landing": str((root / landing).resolve()),
-        "state_dir": str(state_dir),
+        "state_dir": state_dir,
         "profile": params.get("profile") or env.get("CSCNN_PROFILE") or recorded.get("profile") or DEFAULT_PROFILE,
     }
 

@@ -244,7 +244,7 @@ class BentoServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -268,7 +268,7 @@ class BentoServer:
             self.log.unlink(missing_ok=True)
 
 
-def _die_with_parent(parent: int):
+def die_with_parent(parent: int):
     """A `preexec_fn` that asks Linux to SIGTERM the child when its parent dies (no-op elsewhere)."""
     if not sys.platform.startswith("linux"):
         return None

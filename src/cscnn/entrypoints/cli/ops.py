@@ -76,10 +76,10 @@ def daily_run(
     Exit code 1 if it fails; the day's record is printed either way."""
     from cscnn.daily import status
     from cscnn.entrypoints import orchestration
-    from cscnn.state import State
+    from cscnn.state import State, handed_over
 
     st = State.from_env(state)
-    arguments = {"day": day, "landing": str(landing.resolve()), "state_dir": str(st.root), "profile": profile}
+    arguments = {"day": day, "landing": str(landing.resolve()), "state_dir": handed_over(st), "profile": profile}
     if pipeline == "daily":
         arguments["overrides"] = list(overrides or [])
     try:
@@ -193,3 +193,28 @@ def demo_cmd(
     except CSCNNError as exc:
         fail(exc)
     raise typer.Exit(code=code)
+
+
+@app.command("rehearsal")
+def rehearsal_cmd(
+    work: Annotated[Path, typer.Option(help="Folder for everything it starts and writes (replaced).")] = Path(
+        "data/rehearsal"
+    ),
+    profile: Profile = "tiny",
+    days: Annotated[int, typer.Option(help="Days of the daily pipeline to run.")] = 3,
+) -> None:
+    """The cluster path on this machine: S3 (moto), mlflow server, a git remote; the daily pipeline for DAYS
+    days with no shared folder, the ranking service, one request; the embedded run's decisions beside it."""
+    from cscnn.entrypoints.rehearsal import markdown, run_rehearsal
+
+    try:
+        result = run_rehearsal(work, profile, days)
+    except CSCNNError as exc:
+        fail(exc)
+    (work / "rehearsal.json").write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(markdown(result))
+    typer.echo(f"service: {result['service']}")
+    typer.echo(f"cluster run {result['cluster_seconds']} s, embedded run {result['embedded_seconds']} s")
+    typer.echo(f"same decisions: {result['same_decisions']}; written: {work / 'rehearsal.json'}")
+    if not result["same_decisions"]:
+        raise typer.Exit(code=1)

@@ -1,7 +1,7 @@
 """Version each day of data with DVC, in a data registry repository (see `registry` for the whole story).
 
 Modules: `registry` (the public API: `DataVersion`, `init_registry`, `version_day`, `current_version`,
-`restore`, `recover`, `remote_url`, and copying the day's files into the registry), `gitdvc` (the low-level
+`restore`, `recover`, `remote_url`), `copying` (the day's files into the registry), `gitdvc` (the low-level
 git and DVC calls).
 """
 

@@ -18,6 +18,12 @@ commit in the registry is restorable from the remote: a failed push raises `CSCN
 registry back to its last commit (pointers *and* workspace data), and the next call simply does the day
 again. Versioning a day whose data is unchanged makes no commit and returns the current version.
 
+On a cluster the registry's git history lives in a git remote (`git_remote`, from
+`CSCNN_DATA_REGISTRY_REMOTE`): every step works in a clone of its own, versioning starts from the remote's tip
+and ends with a push of the new commit, and a push that the remote rejects (another run versioned a day in
+between) is retried from the new tip. Readers check out the commit a day was versioned at (`restore`) and pull
+its data from the DVC remote. So no step needs another step's folder.
+
 The remote is a per-machine setting: its URL is written to `.dvc/config.local` on every call (never
 committed, so moving the remote never dirties the history), while the committed `.dvc/config` keeps the
 remote the registry was created with, so that a clone of the registry knows where its data was pushed.
@@ -30,7 +36,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +43,7 @@ import yaml
 
 from cscnn.data import schema
 from cscnn.errors import CSCNNError, DataContractError
+from cscnn.tools.versioning.copying import _check_day, _copy_catalogue, _copy_file
 from cscnn.tools.versioning.gitdvc import (
     REMOTE_NAME,
     _checkout,
@@ -63,6 +69,7 @@ GIT_EMAIL = "cscnn@localhost"
 COMMIT_PREFIX = "data: day "
 AVAILABLE_FROM = schema.AVAILABLE_FROM
 
+PUSH_ATTEMPTS = 3
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -96,17 +103,22 @@ class DataVersion:
 # ---------------------------------------------------------------------------------------------- public API
 
 
-def init_registry(registry: Path, remote: str) -> None:
+def init_registry(registry: Path, remote: str, git_remote: str | None = None) -> None:
     """Make `registry` a git + DVC repository with `remote` as its default DVC remote. Idempotent.
 
     The first call commits `registry: init` (the DVC config naming the remote). Later calls with another
-    remote only update `.dvc/config.local`, which overrides the committed URL on this machine.
+    remote only update `.dvc/config.local`, which overrides the committed URL on this machine. With
+    `git_remote`, a missing registry is cloned from it (and a new one's first commit is pushed to it).
     """
     registry = Path(registry).resolve()
     url = remote_url(remote)
+    if git_remote and not (registry / ".git").exists():
+        registry.parent.mkdir(parents=True, exist_ok=True)
+        _git(registry.parent, "clone", "-q", git_remote, str(registry))
     registry.mkdir(parents=True, exist_ok=True)
     if not (registry / ".git").exists():
         _git(registry, "init", "-q")
+    if not _has_commits(registry):
         _git(registry, "symbolic-ref", "HEAD", f"refs/heads/{BRANCH}")
     for key, value in (("user.name", GIT_NAME), ("user.email", GIT_EMAIL), ("commit.gpgsign", "false")):
         if _git(registry, "config", "--local", "--get", key, check=False).strip() != value:
@@ -120,14 +132,17 @@ def init_registry(registry: Path, remote: str) -> None:
     if not _has_commits(registry):
         _git(registry, "add", "--", ".dvc/config", ".dvc/.gitignore", ".dvcignore")
         _commit(registry, "registry: init")
+        if git_remote and not _push(registry):  # another process created the registry first: take its history
+            _follow_remote(registry)
 
 
-def version_day(landing: Path, day: str, registry: Path, remote: str) -> DataVersion:
+def version_day(landing: Path, day: str, registry: Path, remote: str, git_remote: str | None = None) -> DataVersion:
     """Copy day `day` (and the current catalogue) from `landing` into the registry, add, push and commit it.
 
     Raises `DataContractError` when the landing folder lacks the day's impressions or its catalogue, and
     `CSCNNError` (with DVC's message) when the push fails; in both cases the registry is left at its last
-    commit. Same data as already versioned: no new commit, the current version is returned.
+    commit. Same data as already versioned: no new commit, the current version is returned. With
+    `git_remote` the commit is pushed there; a rejected push is redone from the remote's new tip.
     """
     _check_day(day)
     landing = Path(landing).resolve()
@@ -139,38 +154,53 @@ def version_day(landing: Path, day: str, registry: Path, remote: str) -> DataVer
         if not (landing / name).is_file():
             raise DataContractError(f"{landing / name}: catalogue file not found in the landing folder")
     url = remote_url(remote)
-    init_registry(registry, url)
+    init_registry(registry, url, git_remote)
     with _locked(registry):
-        _sync_to_branch(registry)
-        world = registry / WORLD_DIR
-        marker = _in_progress_marker(registry)
-        marker.write_text(f"{day}\n")  # removed once the day is committed or rolled back; a kill leaves it
-        try:
-            cutoff = max([*_tracked_days(registry), day])
-            _copy_file(source, schema.impressions_path(world, day), registry)
-            _copy_catalogue(landing, world, cutoff, registry)
-            targets = [
-                schema.impressions_path(world, day),
-                world / schema.ITEMS_FILE,
-                world / schema.USERS_FILE,
-                world / schema.IMAGES_DIR,
-            ]
-            with _dvc(registry) as d:
-                d.run("add", lambda: d.repo.add([str(t) for t in targets]))
-            _git(registry, "add", "--", *_pointer_files(registry, targets))
-            changed = _git(registry, "diff", "--cached", "--quiet", check=False, returncode=True) != 0
-            with _dvc(registry) as d:
-                d.run(f"push to {url}", lambda: d.repo.push(remote=REMOTE_NAME))
-            if changed:
-                _commit(registry, f"{COMMIT_PREFIX}{day}\n\nsource: {landing}\nremote: {url}\n")
-            else:
-                log.info("day %s: data unchanged in %s, no new commit", day, registry)
-        except BaseException:
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            if _version_once(landing, day, source, registry, url) or not git_remote or _push(registry):
+                break
+            log.warning("day %s: the registry's remote moved while versioning (attempt %d); redoing", day, attempt)
+        else:
             _rollback(registry)
-            marker.unlink(missing_ok=True)
-            raise
-        marker.unlink(missing_ok=True)
+            raise CSCNNError(
+                f"day {day}: the data registry's remote {git_remote} kept moving ({PUSH_ATTEMPTS} attempts); "
+                "another run versions days at the same time: run the day again"
+            )
         return _version_at(registry, "HEAD", url, day=day)
+
+
+def _version_once(landing: Path, day: str, source: Path, registry: Path, url: str) -> bool:
+    """One attempt: sync to the branch tip, copy, add, push data, commit. True: nothing new to commit."""
+    _sync_to_branch(registry)
+    world = registry / WORLD_DIR
+    marker = _in_progress_marker(registry)
+    marker.write_text(f"{day}\n")  # removed once the day is committed or rolled back; a kill leaves it
+    try:
+        cutoff = max([*_tracked_days(registry), day])
+        _copy_file(source, schema.impressions_path(world, day), registry)
+        _copy_catalogue(landing, world, cutoff, registry)
+        targets = [
+            schema.impressions_path(world, day),
+            world / schema.ITEMS_FILE,
+            world / schema.USERS_FILE,
+            world / schema.IMAGES_DIR,
+        ]
+        with _dvc(registry) as d:
+            d.run("add", lambda: d.repo.add([str(t) for t in targets]))
+        _git(registry, "add", "--", *_pointer_files(registry, targets))
+        changed = _git(registry, "diff", "--cached", "--quiet", check=False, returncode=True) != 0
+        with _dvc(registry) as d:
+            d.run(f"push to {url}", lambda: d.repo.push(remote=REMOTE_NAME))
+        if changed:
+            _commit(registry, f"{COMMIT_PREFIX}{day}\n\nsource: {landing}\nremote: {url}\n")
+        else:
+            log.info("day %s: data unchanged in %s, no new commit", day, registry)
+    except BaseException:
+        _rollback(registry)
+        marker.unlink(missing_ok=True)
+        raise
+    marker.unlink(missing_ok=True)
+    return not changed
 
 
 def recover(registry: Path) -> bool:
@@ -206,24 +236,31 @@ def current_version(registry: Path) -> DataVersion | None:
     return _version_at(registry, sha, _configured_remote(registry))
 
 
-def restore(registry: Path, remote: str, commit: str | None = None) -> None:
+def restore(registry: Path, remote: str, commit: str | None = None, git_remote: str | None = None) -> None:
     """Bring the registry's world back from `remote`: at `commit` (a sha or a `tag()`), else at the latest.
 
     Restoring an older commit leaves the registry at that commit (detached); the next `version_day` or a
-    `restore` without a commit returns it to the latest.
+    `restore` without a commit returns it to the latest. With `git_remote`, a missing registry is cloned first
+    and the latest is the remote's.
     """
     registry = Path(registry).resolve()
+    if git_remote and not (registry / ".git").exists():
+        init_registry(registry, remote, git_remote)
     if not (registry / ".git").exists() or not (registry / ".dvc").is_dir():
         raise CSCNNError(f"{registry}: not a data registry (no .git/.dvc); nothing to restore")
     url = remote_url(remote)
-    init_registry(registry, url)
+    init_registry(registry, url, git_remote)
     if commit is not None and "@" in commit:
         commit = commit.rsplit("@", 1)[1]
     with _locked(registry):
         _git(registry, "reset", "-q", "--hard", "HEAD")
-        if commit is None:
+        if commit is None and _has_origin(registry):
+            _follow_remote(registry)
+        elif commit is None:
             _git(registry, "checkout", "-q", BRANCH)
         else:
+            if _has_origin(registry):
+                _git(registry, "fetch", "-q", "origin")
             sha = _git(registry, "rev-parse", "--verify", "-q", f"{commit}^{{commit}}", check=False).strip()
             if not sha:
                 raise CSCNNError(f"{registry}: no commit {commit!r} in the data registry")
@@ -240,100 +277,6 @@ def remote_url(remote: str | os.PathLike) -> str:
     return text if _URL.match(text) else str(Path(text).expanduser().resolve())
 
 
-# ------------------------------------------------------------------------------------------------ copying
-
-
-def _check_day(day: str) -> None:
-    if not schema.is_day(day):
-        raise DataContractError(f"day {day!r} is not a YYYY-MM-DD date")
-
-
-def _scratch(registry: Path) -> Path:
-    folder = registry / ".dvc" / "tmp" / "cscnn-staging"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    if not b.is_file() or a.stat().st_size != b.stat().st_size:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            chunk = fa.read(1 << 20)
-            if chunk != fb.read(1 << 20):
-                return False
-            if not chunk:
-                return True
-
-
-def _place(staged: Path, target: Path, compare: bool = True) -> bool:
-    """Move `staged` onto `target` unless it holds the same bytes (an untouched file keeps DVC's hash cache)."""
-    if compare and _same_bytes(staged, target):
-        staged.unlink()
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, target)  # replaces a DVC link, never writes through it into the cache
-    return True
-
-
-def _copy_file(source: Path, target: Path, registry: Path) -> bool:
-    if _same_bytes(source, target):
-        return False
-    staged = _scratch(registry) / f"{target.name}.{os.getpid()}"
-    shutil.copyfile(source, staged)
-    return _place(staged, target, compare=False)
-
-
-def _copy_catalogue(landing: Path, world: Path, cutoff: str, registry: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    _copy_file(landing / schema.USERS_FILE, world / schema.USERS_FILE, registry)
-    items_path = landing / schema.ITEMS_FILE
-    try:
-        columns = pq.read_schema(items_path).names
-    except Exception as exc:
-        raise DataContractError(f"{items_path}: cannot read as Parquet ({type(exc).__name__}: {exc})") from exc
-    images: set[str] | None = None
-    if AVAILABLE_FROM in columns:
-        table = pq.read_table(items_path)
-        since = pc.utf8_slice_codeunits(pc.cast(table[AVAILABLE_FROM], pa.string()), 0, 10)
-        table = table.filter(pc.fill_null(pc.less_equal(since, cutoff), False))
-        staged = _scratch(registry) / f"{schema.ITEMS_FILE}.{os.getpid()}"
-        pq.write_table(table, staged)
-        _place(staged, world / schema.ITEMS_FILE)
-        if "image" not in table.column_names:
-            raise DataContractError(f"{items_path}: missing column 'image'")
-        images = {str(name) for name in table["image"].to_pylist()}
-    else:
-        _copy_file(items_path, world / schema.ITEMS_FILE, registry)
-    _mirror_images(landing / schema.IMAGES_DIR, world / schema.IMAGES_DIR, images, registry)
-
-
-def _mirror_images(source: Path, target: Path, names: set[str] | None, registry: Path) -> None:
-    """Make `target` hold exactly `names` (default: every file of `source`), copying only what changed."""
-    if names is None:
-        if not source.is_dir():
-            raise DataContractError(f"{source}: images folder not found in the landing folder")
-        names = {p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()}
-    root = source.resolve()
-    for name in sorted(names):
-        path = source / name
-        if not path.resolve().is_relative_to(root):
-            raise DataContractError(f"{source}: image path {name!r} points outside the images folder")
-        if not path.is_file():
-            raise DataContractError(f"{path}: image file not found in the landing folder")
-        _copy_file(path, target / name, registry)
-    target.mkdir(parents=True, exist_ok=True)
-    for path in sorted(target.rglob("*"), reverse=True):  # children before their folders
-        if path.is_file() or path.is_symlink():
-            if path.relative_to(target).as_posix() not in names:
-                path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-
-
 # ------------------------------------------------------------------------------------------- registry commits
 
 
@@ -343,9 +286,29 @@ def _pointer_files(registry: Path, targets: list[Path]) -> list[str]:
     return sorted(p.relative_to(registry).as_posix() for p in files if p.exists())
 
 
+def _has_origin(registry: Path) -> bool:
+    return _git(registry, "remote", "get-url", "origin", check=False, returncode=True) == 0
+
+
+def _push(registry: Path) -> bool:
+    """Push the branch to `origin`; False when the remote rejects it (it moved: someone else pushed first)."""
+    code = _git(registry, "push", "-q", "origin", f"{BRANCH}:{BRANCH}", check=False, returncode=True)
+    return code == 0
+
+
+def _follow_remote(registry: Path) -> None:
+    """The local branch at the remote's tip (fetched now); local commits not on the remote are dropped."""
+    _git(registry, "fetch", "-q", "origin")
+    if _git(registry, "rev-parse", "--verify", "-q", f"origin/{BRANCH}", check=False).strip():
+        _git(registry, "checkout", "-q", "-B", BRANCH, f"origin/{BRANCH}")
+
+
 def _sync_to_branch(registry: Path) -> None:
-    """Put the registry at its branch tip: git pointers exactly as committed, the data matching them."""
+    """Put the registry at its branch tip (the remote's, with one): git pointers exactly as committed, the data
+    matching them."""
     _git(registry, "reset", "-q", "--hard", "HEAD")
+    if _has_origin(registry):
+        _follow_remote(registry)
     if not _git(registry, "symbolic-ref", "-q", "HEAD", check=False).strip():
         log.warning("%s: was at an older commit (restored); returning to %s", registry, BRANCH)
         _git(registry, "checkout", "-q", BRANCH)
