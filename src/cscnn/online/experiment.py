@@ -239,9 +239,9 @@ def _pct(point: float, low: float, high: float) -> str:
 def cumulative_lift_png(experiment: Experiment, out: Path) -> Path:
     """Lift of each arm's cumulative expected (solid) and realised (dotted) clicks per request over the control's,
     as the day's traffic accumulates."""
-    from cscnn.training.plots import _pyplot, _save
+    from cscnn.training.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     req = experiment.served.requests
     control = experiment.arms[0]
     order = np.arange(len(req))
@@ -266,4 +266,4 @@ def cumulative_lift_png(experiment: Experiment, out: Path) -> Path:
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "one arm: nothing to compare", transform=ax.transAxes, ha="center")
-    return _save(fig, plt, out)
+    return save_figure(fig, plt, out)

@@ -16,18 +16,10 @@ import torch
 from cscnn.data.io import World
 from cscnn.training.checkpoint import load_checkpoint
 from cscnn.training.features import image_bank
+from cscnn.training.plots import pyplot, save_figure
 
 RELATIVE_RANGE = (0.5, 2.0)  # colour scale of map / mean(map)
 MAX_CATEGORIES = 8
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _picked(world: World, categories: list[str], per_category: int) -> World:
@@ -74,7 +66,7 @@ def attention_png(model_dir: Path, world: World, out: Path, per_category: int = 
         return None
     relative, images = found
     prior = model.backbone.attentions[layer].spatial.prior
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import LogNorm
 
     norm = LogNorm(*RELATIVE_RANGE, clip=True)
@@ -90,7 +82,7 @@ def attention_png(model_dir: Path, world: World, out: Path, per_category: int = 
         for c, row in enumerate(np.flatnonzero(category_of == category)[:per_category]):
             _overlay(axes[r][c + (prior is not None)], images[row], relative[row], norm, category)
     fig.suptitle(f"spatial attention, layer {layer + 1} (map / its mean; red = looks more)", fontsize=8)
-    return _save(fig, plt, out)
+    return save_figure(fig, plt, out)
 
 
 def _prior_panel(ax, prior: torch.Tensor, shape: tuple[int, int], title: str) -> None:
@@ -114,7 +106,7 @@ def attention_comparison_png(
         if found is None:
             raise ValueError(f"{name} ({models[name]}) has no spatial attention to draw")
         maps[name], images = found
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import LogNorm
 
     norm = LogNorm(*RELATIVE_RANGE, clip=True)
@@ -131,12 +123,4 @@ def attention_comparison_png(
             for j, name in enumerate(models):
                 _overlay(axes[r][base + 1 + j], images[row], maps[name][row], norm, name)
     fig.suptitle(f"spatial attention, layer {layer + 1}: map / its mean (red: more, blue: less)", fontsize=8)
-    return _save(fig, plt, out)
-
-
-def _save(fig, plt, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, plt, out)

@@ -13,7 +13,8 @@ from cscnn.training.scoring import score_days
 from cscnn.training.train import select_device
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib without a display (Agg), imported only when a picture is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +31,7 @@ def roc_curve_png(model_dir: Path, world: World, day: str, out: Path) -> Path:
     bank = cached_images(world, encoder, cfg) if model.uses_images else None
     scores = score_days(model, world, [day], encoder, bank, device, cfg.train.chunk_rows)
     labels, probs = scores["label"], scores["prob"]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if len(set(labels)) == 2:
         fpr, tpr, _ = roc_curve(labels, probs)
@@ -38,11 +39,11 @@ def roc_curve_png(model_dir: Path, world: World, day: str, out: Path) -> Path:
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC on {day}")
     ax.legend(loc="lower right")
-    return _save(fig, plt, out)
+    return save_figure(fig, plt, out)
 
 
 def category_auc_png(candidate: dict, champion: dict | None, out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     names = sorted(candidate["per_category_auc"])
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(names) + 2), 3.5))
@@ -54,10 +55,10 @@ def category_auc_png(candidate: dict, champion: dict | None, out: Path) -> Path:
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set(ylabel="AUC", ylim=(0.4, 1.0), title="AUC per category (eval day)")
     ax.legend()
-    return _save(fig, plt, out)
+    return save_figure(fig, plt, out)
 
 
-def _save(fig, plt, out: Path) -> Path:
+def save_figure(fig, plt, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
