@@ -242,3 +242,21 @@ def test_request_adjustment_keeps_the_mean_and_removes_the_covariates_variance()
     assert adjusted.mean() == pytest.approx(value.mean())
     assert adjusted.var() < 0.2 * value.var()
     assert np.allclose(cuped(value, np.full(5000, 3.0)), value)  # a constant covariate changes nothing
+
+
+def test_the_loops_landing_starts_with_the_logged_history_only(tiny_world, tmp_path) -> None:
+    from cscnn.entrypoints.online_loop import _prepare_landing, run_loop
+
+    days = list_days(tiny_world)
+    landing = tmp_path / "landing"
+    _prepare_landing(tiny_world, landing, days[:2])
+    assert list_days(landing) == days[:2]  # the later days land as what the service serves
+    for name in (schema.ITEMS_FILE, schema.USERS_FILE):
+        assert (landing / name).read_bytes() == (tiny_world / name).read_bytes()
+    assert sorted(p.name for p in (landing / schema.IMAGES_DIR).iterdir()) == sorted(
+        p.name for p in (tiny_world / schema.IMAGES_DIR).iterdir()
+    )
+    _prepare_landing(tiny_world, landing, days)  # an existing landing (a rerun) is kept as it is
+    assert list_days(landing) == days[:2]
+    with pytest.raises(CSCNNError, match=r"--history must be in 1\.\.3"):
+        run_loop(tmp_path / "loop", "tiny", history=len(days))
