@@ -4,6 +4,7 @@ the report's intervals, a served day through validation and training, and traffi
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -53,6 +54,12 @@ def test_truth_refuses_a_world_it_cannot_redraw(tiny_world, tmp_path) -> None:
     items["visual_score"] += 0.5
     items.to_parquet(changed / "truth" / "items.parquet", index=False)
     with pytest.raises(NoTruthError, match="does not give the world on disk"):
+        WorldTruth.load(changed)
+    shutil.copy(tiny_world / "truth" / "items.parquet", changed / "truth" / "items.parquet")
+    summary = json.loads((changed / "world.json").read_text())
+    summary["config"]["affinity_weight"] += 0.5  # the same users and items, another click model
+    (changed / "world.json").write_text(json.dumps(summary))
+    with pytest.raises(NoTruthError, match="does not give the probabilities"):
         WorldTruth.load(changed)
     (changed / "world.json").unlink()
     with pytest.raises(NoTruthError, match="only a synthetic world"):

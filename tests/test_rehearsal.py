@@ -69,3 +69,25 @@ def test_cluster_mode_gives_each_process_its_own_scratch_and_hands_none_over(tmp
     assert handed_over(first) == ""  # the pipeline's steps get no state folder: each makes its own
     monkeypatch.setenv("CSCNN_STATE", str(tmp_path / "explicit"))
     assert handed_over(State.from_env()) == str((tmp_path / "explicit").resolve())
+
+
+def test_cluster_mode_refuses_to_start_without_its_services(tmp_path, monkeypatch) -> None:
+    from cscnn.errors import ConfigError
+    from cscnn.state import check_cluster_settings
+
+    check_cluster_settings({})  # not cluster mode: nothing to check
+    remote = {"CSCNN_DATA_REGISTRY_REMOTE": "https://git.example.com/r.git"}
+    with pytest.raises(ConfigError, match=r"MLFLOW_TRACKING_URI.*CSCNN_DVC_REMOTE"):
+        check_cluster_settings(remote)
+    with pytest.raises(ConfigError, match="CSCNN_DVC_REMOTE"):
+        check_cluster_settings({**remote, "MLFLOW_TRACKING_URI": "http://mlflow:5000", "CSCNN_DVC_REMOTE": "/mnt/x"})
+    check_cluster_settings({**remote, "MLFLOW_TRACKING_URI": "http://mlflow:5000", "CSCNN_DVC_REMOTE": "s3://b/dvc"})
+
+
+def test_the_rehearsal_replaces_only_its_own_folder(tmp_path) -> None:
+    from cscnn.entrypoints.rehearsal import RehearsalError
+
+    (tmp_path / "precious.txt").write_text("not a rehearsal")
+    with pytest.raises(RehearsalError, match="not a rehearsal's folder"):
+        run_rehearsal(tmp_path, "tiny", 1)
+    assert (tmp_path / "precious.txt").read_text() == "not a rehearsal"

@@ -235,3 +235,29 @@ def test_clones_of_a_git_remote_push_in_turn_and_a_reader_checks_out_a_days_comm
     )
     restore(reader, dvc_remote, None, git_remote=url)
     assert list_days(reader / "world") == days[:3]  # the remote's tip
+
+
+def test_a_registry_made_before_pushes_to_the_remote_and_a_refused_push_raises_with_gits_reason(
+    landing, days, tmp_path
+) -> None:
+    """A registry made without a remote gets `origin` when one is given, and its history is pushed; a push the
+    remote refuses for another reason than a race (a hook, access) raises at once, token hidden, and leaves
+    nothing unpushed behind."""
+    from cscnn.tools.versioning import init_registry
+    from cscnn.tools.versioning.registry import redact
+
+    remote = tmp_path / "registry.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    dvc_remote = tmp_path / "dvc-remote"
+    registry = tmp_path / "made-before"
+    version_day(landing, days[0], registry, dvc_remote)  # embedded: no remote
+    version_day(landing, days[1], registry, dvc_remote, remote.as_uri())
+    assert git(remote, "log", "-1", "--format=%s", "main").strip() == f"data: day {days[1]}"
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'refused by policy' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    with pytest.raises(CSCNNError, match=r"git push to the data registry's remote failed.*refused by policy"):
+        version_day(landing, days[2], registry, dvc_remote, remote.as_uri())
+    assert git(registry, "rev-parse", "HEAD") == git(remote, "rev-parse", "main")  # nothing unpushed left
+    init_registry(registry, dvc_remote, remote.as_uri())
+    assert redact("https://user:s3cret@git.example.com/r.git failed") == "https://***@git.example.com/r.git failed"

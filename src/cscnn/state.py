@@ -41,6 +41,27 @@ def cluster_mode() -> bool:
     return bool(os.environ.get(REGISTRY_REMOTE_ENV))
 
 
+def check_cluster_settings(env: dict[str, str] | None = None) -> None:
+    """In cluster mode the services must be named: without them the tracking store and the DVC remote would be
+    files in this process's scratch folder, gone when it exits, while the git remote kept pointing at them."""
+    env = dict(os.environ) if env is None else env
+    if not env.get(REGISTRY_REMOTE_ENV):
+        return
+    from cscnn.errors import ConfigError
+
+    missing = []
+    if not env.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://", "postgresql", "mysql")):
+        missing.append("MLFLOW_TRACKING_URI (the tracking server)")
+    remote = env.get("CSCNN_DVC_REMOTE", "")
+    if "://" not in remote:
+        missing.append("CSCNN_DVC_REMOTE (object storage, e.g. s3://bucket/dvc)")
+    if missing:
+        raise ConfigError(
+            f"{REGISTRY_REMOTE_ENV} is set (cluster mode) but not {', '.join(missing)}: every step would keep them "
+            "in its own scratch folder, lost when it ends (infra/README.md, Cluster mode)"
+        )
+
+
 def handed_over(state: State) -> str:
     """The state folder to hand to other processes (pipeline steps): this one on a machine, none ("") in
     cluster mode without an explicit CSCNN_STATE, so that each step works in a scratch folder of its own."""
@@ -53,7 +74,7 @@ def _private_scratch() -> Path:
     """A folder of this process alone, removed when it exits (as a pod's disk goes with the pod)."""
     global _scratch
     if _scratch is None or not _scratch.is_dir():
-        _scratch = Path(tempfile.mkdtemp(prefix="cscnn-scratch-"))
+        _scratch = Path(tempfile.mkdtemp(prefix="cscnn-scratch-")).resolve()
         atexit.register(shutil.rmtree, _scratch, True)
     return _scratch
 

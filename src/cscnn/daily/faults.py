@@ -35,7 +35,7 @@ def failing_step(state: State, day: str, step: str) -> Iterator[None]:
         yield
     except BaseException as exc:
         data_error = isinstance(exc, DataContractError)
-        with contextlib.suppress(OSError):  # never hide the step's own error behind a failed write
+        with contextlib.suppress(Exception):  # never hide the step's own error behind a failed write (a file, a server)
             mark(
                 state,
                 day,

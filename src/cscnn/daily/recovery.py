@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cscnn.state import State
+from cscnn.state import State, cluster_mode
 
 
 def _log(message: str) -> None:
@@ -40,7 +40,9 @@ def recover(state: State, model_name: str | None = None) -> dict:
             done["data_registry_restored"] = True
             _log(f"recovery: {state.data_registry} restored to its last commit (an unfinished versioning)")
     uri = state.tracking_uri
-    if not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists():
+    if cluster_mode():  # no lock spans machines: what looks half-made may be another run's work in progress
+        _log("recovery: model registry clean-up skipped in cluster mode (no cross-machine lock)")
+    elif not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists():
         from cscnn.tools import registry
 
         cleaned = registry.clean_incomplete(state, model_name)

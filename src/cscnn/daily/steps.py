@@ -21,9 +21,9 @@ from cscnn.config import Config
 from cscnn.daily.faults import failing_step
 from cscnn.daily.status import DayStatus, mark
 from cscnn.data.io import list_days, open_world
-from cscnn.errors import DataContractError
+from cscnn.errors import ConfigError, DataContractError
 from cscnn.files import write_json
-from cscnn.state import State
+from cscnn.state import State, check_cluster_settings
 
 
 class DataValidationError(DataContractError):
@@ -146,6 +146,11 @@ def train_candidate(day: str, cfg: Config, state: State, out: Path, pod_gpus: in
     if pod_gpus and cfg.train.nodes == 1 and pod_gpus != cfg.train.workers and _cuda_available():
         _log(f"note: this pod has {pod_gpus} GPU(s) and train.workers={cfg.train.workers}: one worker per GPU is best")
 
+    if cfg.train.nodes > 1 and state.data_registry_remote:
+        raise ConfigError(
+            "train.nodes > 1 (a Kubeflow TrainJob) is not supported in cluster mode yet: its workers take the data "
+            "and give back the checkpoint through the state volume (infra/README.md, Known gaps); use train.nodes=1"
+        )
     if cfg.train.nodes > 1:
         card = _train_on_cluster(day, cfg, state, Path(out))
     else:
@@ -349,6 +354,7 @@ def running(step: str, day: str, profile: str, overrides: list[str], state_dir: 
     """What every pipeline component runs its step in: the run's config and state, with the step recorded in
     the day's status (`faults.failing_step`), so a step that raises, config loading included, leaves `failed`
     (`rejected` for a data error) with its name and the error."""
+    check_cluster_settings()  # before anything is written: a missing service would swallow it
     state = State.from_env(state_dir or None)
     with failing_step(state, day, step):
         yield context(profile, overrides, state_dir)

@@ -16,7 +16,7 @@ from typing import Any
 from cscnn.daily import status
 from cscnn.dates import check_day
 from cscnn.errors import CSCNNError
-from cscnn.state import REGISTRY_REMOTE_ENV, State
+from cscnn.state import REGISTRY_REMOTE_ENV, State, check_cluster_settings
 
 PIPELINES = ("daily", "embedding_refresh")  # kfp_pipelines.daily.PIPELINES
 DEFAULT_PROFILE = "small"
@@ -247,6 +247,7 @@ def run_day(pipeline: str, arguments: dict[str, Any], force: bool = False, skip_
 
     day, state = arguments["day"], State.from_env(arguments["state_dir"])
     try:
+        check_cluster_settings()
         load_config(arguments["profile"], overrides=arguments.get("overrides", []))
     except ConfigError as exc:
         raise NotRetryable(f"bad configuration (not retried): {exc}") from exc

@@ -23,6 +23,7 @@ from pathlib import Path
 from cscnn.errors import CSCNNError
 
 BUCKET = "cscnn"
+MARKER = ".cscnn-rehearsal"
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "rehearsal",
     "AWS_SECRET_ACCESS_KEY": "rehearsal",
@@ -83,7 +84,7 @@ def _process(command: list[str], env: dict[str, str], log: Path, ready_url: str,
             if proc.poll() is not None:
                 raise RehearsalError(f"{what} exited with code {proc.returncode}: {_tail(log)}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready_url, timeout=2).status_code == 200:
+                if httpx.get(ready_url, timeout=2, trust_env=False).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RehearsalError(f"{what} was not ready within 120 s: {_tail(log)}")
@@ -115,7 +116,7 @@ def services(work: Path) -> Iterator[Services]:
     python = sys.executable
     moto = [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", s3.rsplit(":", 1)[1]]
     with _process(moto, env, logs / "s3.log", s3, "the S3 server (moto)"):
-        if httpx.put(f"{s3}/{BUCKET}", timeout=10).status_code != 200:
+        if httpx.put(f"{s3}/{BUCKET}", timeout=10, trust_env=False).status_code != 200:
             raise RehearsalError(f"could not create the bucket {BUCKET} in {s3}")
         server = [
             python,
@@ -207,7 +208,7 @@ def rank_one(env: dict[str, str], cwd: Path, log: Path) -> dict:
         "candidates": ["i000001", "i000002", "i000003", "new-ad"],
     }
     with BentoServer(SERVICE, service_env, project.bento_dir(), 180.0) as (url, ready, _log):
-        answer = httpx.post(f"{url}/rank", json=request, timeout=30)
+        answer = httpx.post(f"{url}/rank", json=request, timeout=30, trust_env=False)
     if answer.status_code != 200:
         raise RehearsalError(f"the ranking service answered {answer.status_code}: {answer.text[:300]}")
     body = answer.json()
@@ -224,9 +225,12 @@ def run_rehearsal(work: Path, profile: str = "tiny", n_days: int = 3) -> dict:
     from cscnn.data.synth import generate_world
 
     work = Path(work).resolve()
-    if work.exists():
-        shutil.rmtree(work)
+    if work.exists() and any(work.iterdir()):
+        if not (work / MARKER).is_file():
+            raise RehearsalError(f"{work} is not empty and not a rehearsal's folder: give an empty or new --work")
+        shutil.rmtree(work)  # the previous rehearsal's
     (work / "logs").mkdir(parents=True)
+    (work / MARKER).write_text("made by `cscnn rehearsal`; replaced by the next one\n")
     started = time.perf_counter()
     landing = work / "landing"
     generate_world(load_config(profile).world, landing)

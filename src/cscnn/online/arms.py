@@ -96,7 +96,8 @@ class HttpRanker:
 
     def rank(self, requests: Requests, rows: np.ndarray) -> list[RankAnswer]:
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        client = httpx.Client(base_url=self.url, timeout=self.timeout, limits=limits)
+        # trust_env=False: no HTTP(S)_PROXY from the environment, so the traffic stays on this machine
+        client = httpx.Client(base_url=self.url, timeout=self.timeout, limits=limits, trust_env=False)
         with client, ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(lambda r: self._one(client, requests, int(r)), rows))
 
@@ -114,6 +115,8 @@ class HttpRanker:
             payload = answer.json()
             ids = [item["item_id"] for item in payload["items"]]
             version = str(payload["model"]["version"])
+            if not all(isinstance(i, str) for i in ids):
+                raise TypeError("item ids must be strings")
         except (ValueError, KeyError, TypeError):
             return RankAnswer(None, error="malformed answer", latency_ms=latency)
         if sorted(ids) != sorted(body["candidates"]):

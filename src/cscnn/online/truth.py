@@ -20,7 +20,15 @@ import pandas as pd
 
 from cscnn.config import WorldConfig
 from cscnn.data.io import open_world
-from cscnn.data.synth.params import DEVICE_EFFECT, DEVICE_P, DEVICES, TRUTH_DIR, Catalogue, Population
+from cscnn.data.synth.params import (
+    DEVICE_EFFECT,
+    DEVICE_P,
+    DEVICES,
+    PROBABILITY_DIR,
+    TRUTH_DIR,
+    Catalogue,
+    Population,
+)
 
 # The generator's own draws, in its order. Private on purpose there (its module is hashed into the generator
 # version, which a change would bump and so regenerate every world); read-only use here.
@@ -62,7 +70,30 @@ class WorldTruth:
         population = _draw_users(cfg, truth, streams[1])
         catalogue = _draw_items(cfg, truth, streams[2])
         _check_against_disk(root, population, catalogue)
-        return cls(root, cfg, population, catalogue, pd.Timestamp(cfg.start_day, tz="UTC"))
+        truth = cls(root, cfg, population, catalogue, pd.Timestamp(cfg.start_day, tz="UTC"))
+        truth._check_probabilities()
+        return truth
+
+    def _check_probabilities(self, rows: int = 2000) -> None:
+        """The whole click model (affinities, weights, position and device effects), not only the items: the
+        re-drawn probabilities of logged rows must be the ones the generator wrote next to them."""
+        world, folder = open_world(self.root), self.root / TRUTH_DIR / PROBABILITY_DIR
+        day = next((d for d in world.days if (folder / f"{d}.parquet").is_file()), None)
+        if day is None:
+            raise NoTruthError(f"{self.root}: no {TRUTH_DIR}/{PROBABILITY_DIR}/<day>.parquet to check the click model")
+        logged = world.impressions([day]).head(rows)
+        written = pd.read_parquet(folder / f"{day}.parquet")["probability"]
+        user = pd.Index(self.user_ids).get_indexer(logged["user_id"])
+        item = pd.Index(self.item_ids).get_indexer(logged["item_id"])
+        device = pd.Index(DEVICE_NAMES).get_indexer(logged["device"])
+        if (user < 0).any() or (item < 0).any() or (device < 0).any():
+            raise NoTruthError(f"{self.root}: day {day} names users, items or devices the re-drawn world lacks")
+        redrawn = self.probability(user, item, logged["position"].to_numpy(), device)
+        if not np.allclose(redrawn, written.to_numpy()[: len(logged)], rtol=0, atol=1e-9):
+            raise NoTruthError(
+                f"{self.root}: the re-drawn click model does not give the probabilities written for {day}: made by "
+                "another generator version, or edited; regenerate it with `cscnn data synth --force`"
+            )
 
     # --- lookups ---------------------------------------------------------------------------------------------
 

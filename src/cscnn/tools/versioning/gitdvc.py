@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -39,7 +40,8 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------------------- git
 
 
-def _git(registry: Path, *args: str, check: bool = True, returncode: bool = False) -> Any:
+def _git(registry: Path, *args: str, check: bool = True, returncode: bool = False, full: bool = False) -> Any:
+    """`git ARGS` in `registry`: its stdout (or its exit code, or with `full` the whole CompletedProcess)."""
     env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
     env["GIT_TERMINAL_PROMPT"] = "0"
     try:
@@ -47,8 +49,11 @@ def _git(registry: Path, *args: str, check: bool = True, returncode: bool = Fals
     except FileNotFoundError as exc:
         raise CSCNNError("data versioning needs the `git` command, which is not installed") from exc
     if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip()
-        raise CSCNNError(f"{registry}: git {' '.join(args[:2])} failed (exit {proc.returncode}): {detail}")
+        detail = re.sub(r"(://)[^/@\s]+@", r"\1***@", (proc.stderr or proc.stdout).strip())  # no token in logs
+        what = " ".join(a for a in args[:2] if "://" not in a)
+        raise CSCNNError(f"{registry}: git {what} failed (exit {proc.returncode}): {detail}")
+    if full:
+        return proc
     return proc.returncode if returncode else proc.stdout
 
 

@@ -118,6 +118,9 @@ def init_registry(registry: Path, remote: str, git_remote: str | None = None) ->
     registry.mkdir(parents=True, exist_ok=True)
     if not (registry / ".git").exists():
         _git(registry, "init", "-q")
+    if git_remote and _git(registry, "remote", "get-url", "origin", check=False).strip() != git_remote:
+        verb = "set-url" if _has_origin(registry) else "add"  # a registry made before, or for another remote
+        _git(registry, "remote", verb, "origin", git_remote)
     if not _has_commits(registry):
         _git(registry, "symbolic-ref", "HEAD", f"refs/heads/{BRANCH}")
     for key, value in (("user.name", GIT_NAME), ("user.email", GIT_EMAIL), ("commit.gpgsign", "false")):
@@ -134,6 +137,8 @@ def init_registry(registry: Path, remote: str, git_remote: str | None = None) ->
         _commit(registry, "registry: init")
         if git_remote and not _push(registry):  # another process created the registry first: take its history
             _follow_remote(registry)
+    elif git_remote:
+        _follow_remote(registry)
 
 
 def version_day(landing: Path, day: str, registry: Path, remote: str, git_remote: str | None = None) -> DataVersion:
@@ -157,20 +162,22 @@ def version_day(landing: Path, day: str, registry: Path, remote: str, git_remote
     init_registry(registry, url, git_remote)
     with _locked(registry):
         for attempt in range(1, PUSH_ATTEMPTS + 1):
-            if _version_once(landing, day, source, registry, url) or not git_remote or _push(registry):
+            _version_once(landing, day, source, registry, url)
+            if not git_remote or _push(registry):  # up to date with the remote (pushed, or nothing to push)
                 break
             log.warning("day %s: the registry's remote moved while versioning (attempt %d); redoing", day, attempt)
         else:
+            _follow_remote(registry)  # the local branch back at the remote's tip: nothing unpushed stays
             _rollback(registry)
             raise CSCNNError(
-                f"day {day}: the data registry's remote {git_remote} kept moving ({PUSH_ATTEMPTS} attempts); "
-                "another run versions days at the same time: run the day again"
+                f"day {day}: the data registry's remote {redact(git_remote)} kept moving ({PUSH_ATTEMPTS} "
+                "attempts); another run versions days at the same time: run the day again"
             )
         return _version_at(registry, "HEAD", url, day=day)
 
 
 def _version_once(landing: Path, day: str, source: Path, registry: Path, url: str) -> bool:
-    """One attempt: sync to the branch tip, copy, add, push data, commit. True: nothing new to commit."""
+    """One attempt: sync to the branch tip, copy, add, push data, commit. True: nothing new was committed."""
     _sync_to_branch(registry)
     world = registry / WORLD_DIR
     marker = _in_progress_marker(registry)
@@ -291,15 +298,31 @@ def _has_origin(registry: Path) -> bool:
 
 
 def _push(registry: Path) -> bool:
-    """Push the branch to `origin`; False when the remote rejects it (it moved: someone else pushed first)."""
-    code = _git(registry, "push", "-q", "origin", f"{BRANCH}:{BRANCH}", check=False, returncode=True)
-    return code == 0
+    """Push the branch to `origin` (a no-op when it is up to date); False when the remote rejects it because it
+    moved (someone else pushed first). Any other failure (access, network, a hook) raises with git's reason."""
+    proc = _git(registry, "push", "--porcelain", "origin", f"{BRANCH}:{BRANCH}", check=False, full=True)
+    if proc.returncode == 0:
+        return True
+    text = f"{proc.stdout}\n{proc.stderr}"
+    if re.search(r"\[rejected\].*(fetch first|non-fast-forward)|\bnon-fast-forward\b", text):
+        return False
+    _follow_remote(registry)  # nothing unpushed stays behind: the registry is at the remote's last commit
+    _rollback(registry)
+    reason = " ".join(redact(text).split())[-500:]  # one line, no token
+    raise CSCNNError(f"{registry}: git push to the data registry's remote failed: {reason}")
+
+
+def redact(text: str) -> str:
+    """`text` with the user-info of any URL in it hidden (a remote's URL may carry a token)."""
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", str(text))
 
 
 def _follow_remote(registry: Path) -> None:
-    """The local branch at the remote's tip (fetched now); local commits not on the remote are dropped."""
+    """The local branch at the remote's tip (fetched now); local commits not on the remote are dropped. An
+    empty remote (nothing pushed yet) leaves the branch as it is."""
     _git(registry, "fetch", "-q", "origin")
     if _git(registry, "rev-parse", "--verify", "-q", f"origin/{BRANCH}", check=False).strip():
+        _git(registry, "reset", "-q", "--hard", "HEAD")
         _git(registry, "checkout", "-q", "-B", BRANCH, f"origin/{BRANCH}")
 
 
