@@ -235,6 +235,11 @@ def test_clones_of_a_git_remote_push_in_turn_and_a_reader_checks_out_a_days_comm
     )
     restore(reader, dvc_remote, None, git_remote=url)
     assert list_days(reader / "world") == days[:3]  # the remote's tip
+    from cscnn.tools.versioning import versioned_days
+
+    lister = tmp_path / "pod-validate"
+    assert versioned_days(lister, dvc_remote, url) == days[:3]
+    assert not list((lister / "world").rglob("*.parquet"))  # the names only: no data pulled
 
 
 def test_a_registry_made_before_pushes_to_the_remote_and_a_refused_push_raises_with_gits_reason(

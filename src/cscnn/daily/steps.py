@@ -61,7 +61,12 @@ def registry_world(state: State, day: str | None = None) -> Path:
 def previous_accepted_day(landing: Path, day: str, state: State) -> str | None:
     """The day to compare the category mix with: the latest day before `day` that passed validation and
     was versioned (a rejected day is no baseline); the landing's previous day before anything is versioned."""
-    world = registry_world(state)
+    if state.data_registry_remote is not None:  # a cluster: the day names from the git remote, no data pulled
+        from cscnn.tools import versioning
+
+        names = versioning.versioned_days(state.data_registry, state.dvc_remote, state.data_registry_remote)
+        return max((d for d in (names or list_days(Path(landing))) if d < day), default=None)
+    world = state.registry_world
     source = world if (world / "impressions").is_dir() else Path(landing)
     return max((d for d in list_days(source) if d < day), default=None)
 

@@ -210,6 +210,12 @@ def _version_once(landing: Path, day: str, source: Path, registry: Path, url: st
     return not changed
 
 
+def versioned_days(registry: Path, remote: str, git_remote: str) -> list[str]:
+    """The days versioned at the git remote's tip, read from the pointer files of a clone (no data pulled)."""
+    init_registry(Path(registry).resolve(), remote, git_remote)
+    return _tracked_days(Path(registry).resolve())
+
+
 def recover(registry: Path) -> bool:
     """Put the registry back at its last commit if a versioning was killed half-way (or anything left it
     dirty): git pointers reset, files of the unfinished day removed, the data checked out to match. A restored
