@@ -34,7 +34,9 @@ def test_records_live_in_the_tracking_store_not_in_the_state_folder(mlflow_state
     record = status.read(mlflow_state, "2026-01-03")
     assert record.status == DayStatus.PROMOTED and record.champion == "2" and record.validation["success"] is True
     assert status.read(mlflow_state, "2026-01-04").status == DayStatus.REJECTED
-    assert status_store.days(mlflow_state) == ["2026-01-03", "2026-01-04"]
+    client = status_store._client(mlflow_state)
+    runs = client.search_runs([status_store._experiment_id(client, mlflow_state)])
+    assert sorted(r.data.tags[status_store.DAY_TAG] for r in runs) == ["2026-01-03", "2026-01-04"]  # one run a day
     assert not mlflow_state.day_status_file("2026-01-03").exists()
     # a decided day keeps its decision while a rerun is in progress (the same rule as the file store)
     status.mark(mlflow_state, "2026-01-03", status=DayStatus.STARTED)

@@ -47,13 +47,11 @@ def run_loop(work: Path, profile: str = "demo", history: int = 3, overrides: lis
     airflow_setup.init(state, quiet=True)
     rows = []
     for i, day in enumerate(days):
-        started, served = time.perf_counter(), None
+        started = time.perf_counter()
         if i >= history and not schema.impressions_path(landing, day).exists():
             champion = registry.resolve(registry.CHAMPION, state)
             spec = ArmSpec("champion", "champion") if champion else ArmSpec("random", "random")
-            served = simulate(world, day, [spec], [1.0], cfg, work / "served" / day, state, profile, landing=landing)
-        elif i >= history:
-            served = _summary_only(work / "served" / day)
+            simulate(world, day, [spec], [1.0], cfg, work / "served" / day, state, profile, landing=landing)
         code = airflow_setup.run_dag(
             airflow_setup.DAILY_DAG,
             day,
@@ -62,6 +60,7 @@ def run_loop(work: Path, profile: str = "demo", history: int = 3, overrides: lis
             log_file=state.root / "logs" / f"cscnn_daily-{day}.log",
         )
         record = status.read(state, day)
+        served = _summary(work / "served" / day) if i >= history else None  # this run's, or an earlier run's
         rows.append(_row(day, i < history, served, code, record, time.perf_counter() - started))
         print(_line(rows[-1]), flush=True)
     (work / "loop.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -87,16 +86,13 @@ def _prepare_landing(world: Path, landing: Path, history: list[str]) -> None:
     tmp.rename(landing)
 
 
-def _summary_only(out: Path):
-    """A day served by an earlier run of the loop: its summary, read back."""
+def _summary(out: Path) -> dict | None:
+    """What `cscnn simulate` wrote for a served day (None when the day was not served)."""
     summary = out / "summary.json"
     return json.loads(summary.read_text()) if summary.is_file() else None
 
 
-def _row(day: str, logged: bool, served, code: int, record, seconds: float) -> dict:
-    summary = served
-    if served is not None and not isinstance(served, dict):
-        summary = json.loads((served.out / "summary.json").read_text())
+def _row(day: str, logged: bool, summary: dict | None, code: int, record, seconds: float) -> dict:
     gate = record.gate or {}
     row = {
         "day": day,

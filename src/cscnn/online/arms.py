@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
+from cscnn.config import OnlineConfig
 from cscnn.errors import CSCNNError
 from cscnn.online.traffic import RankAnswer, Requests, oracle_order, random_order
 from cscnn.online.truth import DEVICE_NAMES, WorldTruth
@@ -189,10 +190,7 @@ def open_arms(
     truth: WorldTruth,
     state: State,
     profile: str,
-    max_candidates: int,
-    concurrency: int = 4,
-    timeout: float = 10.0,
-    seed: int = 0,
+    online: OnlineConfig,
 ) -> Iterator[dict[str, object]]:
     """The rankers of `specs`, with the services they need started (real `bentoml serve` of bento/, on a free
     loopback port each) for the block, and stopped after it, errors included."""
@@ -203,7 +201,7 @@ def open_arms(
     with contextlib.ExitStack() as stack:
         for spec in specs:
             if spec.spec in BUILT_IN:
-                rankers[spec.name] = BaselineRanker(spec.name, truth, spec.spec, seed)
+                rankers[spec.name] = BaselineRanker(spec.name, truth, spec.spec, online.seed)
                 continue
             env = spec.service_env(state.root)
             url = spec.spec
@@ -211,11 +209,11 @@ def open_arms(
                 env = {
                     **env,
                     "CSCNN_PROFILE": profile,
-                    "CSCNN_SET": f"serve.max_candidates={max_candidates} serve.poll_seconds=2",
+                    "CSCNN_SET": f"serve.max_candidates={online.candidates} serve.poll_seconds=2",
                 }
                 state.servers.mkdir(parents=True, exist_ok=True)
                 env = bentoml_env(state.bentoml_home, env)
                 server = BentoServer(SERVICE, env, project.bento_dir(), 180.0, record_dir=state.servers)
                 url, _, _ = stack.enter_context(server)
-            rankers[spec.name] = HttpRanker(spec.name, url, truth, concurrency, timeout)
+            rankers[spec.name] = HttpRanker(spec.name, url, truth, online.concurrency, online.timeout_s)
         yield rankers

@@ -81,16 +81,7 @@ def simulate(
         if target.exists():
             raise CSCNNError(f"{target} exists: the landing folder's days are raw data and are never overwritten")
     out = Path(out)
-    with open_arms(
-        specs,
-        truth,
-        state,
-        profile,
-        cfg.online.candidates,
-        cfg.online.concurrency,
-        cfg.online.timeout_s,
-        cfg.online.seed,
-    ) as rankers:
+    with open_arms(specs, truth, state, profile, cfg.online) as rankers:
         experiment = run_day(truth, day, rankers, shares, cfg.online)
     served = experiment.served
     with atomic_dir(out) as tmp:

@@ -89,10 +89,3 @@ def save(state: State, day: str, record: dict[str, Any]) -> None:
     tags = [RunTag(f"{PART_TAG}{i}", part) for i, part in enumerate(parts)]
     tags += [RunTag(PARTS_TAG, str(len(parts))), RunTag(STATUS_TAG, str(record.get("status") or ""))]
     client.log_batch(run.info.run_id, tags=tags)
-
-
-def days(state: State) -> list[str]:
-    """The days that have a record, in order."""
-    client = _client(state)
-    runs = client.search_runs([_experiment_id(client, state)], filter_string=f"tags.`{PARTS_TAG}` != ''")
-    return sorted({run.data.tags[DAY_TAG] for run in runs if DAY_TAG in run.data.tags})

@@ -137,8 +137,6 @@ def init_registry(registry: Path, remote: str, git_remote: str | None = None) ->
         _commit(registry, "registry: init")
         if git_remote and not _push(registry):  # another process created the registry first: take its history
             _follow_remote(registry)
-    elif git_remote:
-        _follow_remote(registry)
 
 
 def version_day(landing: Path, day: str, registry: Path, remote: str, git_remote: str | None = None) -> DataVersion:
@@ -212,8 +210,10 @@ def _version_once(landing: Path, day: str, source: Path, registry: Path, url: st
 
 def versioned_days(registry: Path, remote: str, git_remote: str) -> list[str]:
     """The days versioned at the git remote's tip, read from the pointer files of a clone (no data pulled)."""
-    init_registry(Path(registry).resolve(), remote, git_remote)
-    return _tracked_days(Path(registry).resolve())
+    registry = Path(registry).resolve()
+    init_registry(registry, remote, git_remote)
+    _follow_remote(registry)
+    return _tracked_days(registry)
 
 
 def recover(registry: Path) -> bool:
@@ -257,12 +257,13 @@ def restore(registry: Path, remote: str, commit: str | None = None, git_remote: 
     and the latest is the remote's.
     """
     registry = Path(registry).resolve()
-    if git_remote and not (registry / ".git").exists():
-        init_registry(registry, remote, git_remote)
+    url = remote_url(remote)
+    if git_remote:
+        init_registry(registry, url, git_remote)  # clones it when missing
     if not (registry / ".git").exists() or not (registry / ".dvc").is_dir():
         raise CSCNNError(f"{registry}: not a data registry (no .git/.dvc); nothing to restore")
-    url = remote_url(remote)
-    init_registry(registry, url, git_remote)
+    if not git_remote:
+        init_registry(registry, url)  # this machine's remote URL in .dvc/config.local
     if commit is not None and "@" in commit:
         commit = commit.rsplit("@", 1)[1]
     with _locked(registry):
