@@ -46,7 +46,7 @@ lint: venv
 
 # docs/results/: the comparison on each world (5 seeds; resumable: finished runs are kept in
 # docs/results/<world>.runs/ and skipped, so an interrupted `make results` goes on where it stopped).
-RESULT_VARIANTS ?= no_image,cnn,se,cbam,cscnn
+RESULT_VARIANTS ?= no_image,attributes,cnn,se,cbam,cscnn
 compare: venv
 	$(BIN)/cscnn data synth --profile $(PROFILE) --out $(DATA)
 	$(BIN)/cscnn compare --data $(DATA) --profile $(PROFILE) --out docs/results/$(PROFILE).md

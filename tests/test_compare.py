@@ -20,12 +20,18 @@ from cscnn.training.metrics import auc
 from cscnn.training.stats import (
     AHEAD,
     BEHIND,
+    EQUIVALENT,
     UNDECIDED,
+    UNDERPOWERED,
     Interval,
     bootstrap_aucs,
+    decide,
+    equivalent,
+    paired_power,
     percentile_interval,
     request_counts,
     seed_interval,
+    seeds_needed,
     t_quantile,
     verdict,
     weighted_aucs,
@@ -64,6 +70,38 @@ def test_seed_interval_of_fixed_differences_by_hand() -> None:
 )
 def test_verdict_needs_every_interval_on_the_same_side_of_zero(intervals: list, expected: str) -> None:
     assert verdict(intervals) == expected
+
+
+@pytest.mark.parametrize(("sd", "expected"), [(0.003, 10), (0.006, 34), (0.0015, 5)])
+def test_seeds_needed_matches_the_paired_t_table(sd: float, expected: int) -> None:
+    # Cohen's d = 0.003 / sd; a two-sided paired t test at 5 % with 80 % power needs n = 10 for d = 1, 34 for
+    # d = 0.5 and 5 for d = 2 (G*Power's table); one seed fewer falls short of 80 %.
+    assert seeds_needed(sd, effect=0.003) == expected
+    assert paired_power(expected, sd, 0.003) >= 0.8 > paired_power(expected - 1, sd, 0.003)
+
+
+def test_paired_power_at_no_effect_is_the_test_level() -> None:
+    assert paired_power(12, 0.004, 0.0) == pytest.approx(0.05, abs=1e-9)
+
+
+def test_equivalence_needs_the_90_percent_interval_inside_the_margin() -> None:
+    # mean 0.0005, sd 0.001, n 4: the 90 % half-width is t(0.95, 3) * 0.001 / 2 = 0.001177: inside +-0.003
+    assert equivalent([0.0015, -0.0005, 0.0015, -0.0005], margin=0.003)
+    assert not equivalent([0.0015, -0.0005, 0.0015, -0.0005], margin=0.0015)  # 0.0005 + 0.001177 > 0.0015
+    assert not equivalent([0.001], margin=0.003)  # one seed proves nothing
+    assert not equivalent([0.004, 0.005, 0.0045], margin=0.003)  # clearly non-zero, outside the margin
+
+
+def test_decide_names_ahead_equivalent_or_the_seeds_it_needs() -> None:
+    up = [0.010, 0.012, 0.011]
+    assert decide(up, seed_interval(up), Interval(0.011, 0.005, 0.017)) == (AHEAD, None)
+    flat = [0.0005, -0.0005, 0.0, 0.0004, -0.0004]
+    assert decide(flat, seed_interval(flat), Interval(0.0, -0.001, 0.001)) == (EQUIVALENT, None)
+    # the same seeds, but the test set is too small to bound the difference within the margin
+    assert decide(flat, seed_interval(flat), Interval(0.0, -0.004, 0.004))[0] == UNDERPOWERED
+    noisy = [0.004, -0.003, 0.006, -0.002]
+    verdict_, needed = decide(noisy, seed_interval(noisy), None)
+    assert verdict_ == UNDERPOWERED and needed == seeds_needed(float(np.std(noisy, ddof=1)))
 
 
 def _requests(n_requests: int = 300, per_request: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +194,12 @@ def test_compare_resumes_and_retrains_only_what_changed(tiny_world, tmp_path, ca
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["runs"] == json.loads(json.dumps(third))
     pair = record["analysis"]["slices"]["all"]["pairs"][0]
-    assert (pair["variant"], pair["reference"]) == ("cnn", "no_image") and pair["verdict"] in (AHEAD, BEHIND, UNDECIDED)
+    assert (pair["variant"], pair["reference"]) == ("cnn", "no_image") and pair["verdict"] in (
+        AHEAD,
+        BEHIND,
+        EQUIVALENT,
+        UNDERPOWERED,
+    )
     assert pair["difference"] == pytest.approx(np.mean(list(pair["per_seed"].values())))
 
 

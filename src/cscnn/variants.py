@@ -1,8 +1,9 @@
 """The model variants of the paper's comparison, one row each (standard library only).
 
-The backbone builds its attention from `attention` and `category_aware`, training reads `uses_images` and
-`pretrain`, `cscnn compare` and the config's checks read the names. Adding a variant is one row here, plus
-its attention module in `cscnn.models.attention` (registered in `ATTENTIONS` there) when it needs a new one.
+The backbone builds its attention from `attention` and `category_aware`, training reads `uses_images`,
+`visual_input` and `pretrain`, `cscnn compare` and the config's checks read the names. Adding a variant is one
+row here, plus its attention module in `cscnn.models.attention` (registered in `ATTENTIONS` there) when it
+needs a new one.
 """
 
 from __future__ import annotations
@@ -20,12 +21,24 @@ class Variant:
     attention: str = "none"  # a key of cscnn.models.attention.ATTENTIONS, applied after every conv layer
     category_aware: bool = False  # the attention gets per-category priors (CSCNN)
     pretrain: bool = False  # late fusion: pretrain the CNN on the items' categories, then freeze it
+    # image: the CNN over the item's image; attributes: the world's true visual attributes (truth/attributes.
+    # parquet) through a small MLP, a diagnostic ceiling that cannot be served (no real item has them)
+    visual_input: str = "image"
+
+    @property
+    def diagnostic(self) -> bool:
+        return self.uses_images and self.visual_input != "image"
 
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant("no_image", "CTR network over ids/context only", uses_images=False),
+        Variant(
+            "attributes",
+            "diagnostic ceiling: the world's true visual attributes in place of the image (no CNN)",
+            visual_input="attributes",
+        ),
         Variant(
             "late_fusion", "frozen CNN (pretrained on category classification) + trainable projection", pretrain=True
         ),

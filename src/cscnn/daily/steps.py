@@ -366,7 +366,15 @@ def running(step: str, day: str, profile: str, overrides: list[str], state_dir: 
 
 
 def context(profile: str, overrides: list[str], state_dir: str) -> tuple[Config, State]:
-    """What every pipeline component starts with: the run's config and the state locations."""
+    """What every pipeline component starts with: the run's config and the state locations. A diagnostic
+    variant (it reads the world's true attributes, which no served ad has) is refused before any step runs."""
     from cscnn.config import load_config
+    from cscnn.variants import get_variant
 
-    return load_config(profile, overrides=list(overrides)), State.from_env(state_dir or None)
+    cfg = load_config(profile, overrides=list(overrides))
+    if get_variant(cfg.model.variant).diagnostic:
+        raise ConfigError(
+            f"model.variant={cfg.model.variant!r} is a diagnostic for `cscnn compare`; the daily loop serves its "
+            "model, so train an image variant (e.g. cscnn) or no_image"
+        )
+    return cfg, State.from_env(state_dir or None)

@@ -38,6 +38,8 @@ from cscnn.data.photo_world import (
     affinity_matrix,
     generate_photo_world,
 )
+from cscnn.data.photos import STATISTICS
+from cscnn.data.truth import write_attributes
 from cscnn.errors import ConfigError, DataContractError
 from cscnn.files import atomic_dir
 
@@ -99,7 +101,17 @@ def write_photo_truth(raw: Path, world: Path) -> dict:
             values = probability[offset : offset + len(frame)]
             pd.DataFrame({"probability": values.astype(np.float64)}).to_parquet(tmp / f"{day}.parquet", index=False)
             offset += len(frame)
+    _write_item_attributes(raw, world)
     return oracle_summary(impressions, probability, days)
+
+
+def _write_item_attributes(raw: Path, world: Path) -> None:
+    """`truth/attributes.parquet` of the imported catalogue: every pixel statistic (each category's taste
+    reads one of them) and the item's true visual term."""
+    truth = pd.read_parquet(raw / TRUTH_DIR / TRUTH_ITEMS).set_index("asin")
+    catalogue = pd.read_parquet(world / schema.ITEMS_FILE, columns=["item_id"])["item_id"]
+    rows = truth.loc[catalogue.to_numpy()]
+    write_attributes(world, catalogue.to_numpy(), rows[list(STATISTICS)], rows["visual"].to_numpy())
 
 
 def _impression_days(world: Path) -> list[str]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cscnn.config import ModelConfig
+from cscnn.models.attribute_encoder import AttributeEncoder
 from cscnn.models.backbone import VisualBackbone
 from cscnn.models.layers import CrossNetwork, mlp, seeded
 from cscnn.variants import get_variant
@@ -30,8 +31,9 @@ class Batch:
 
 
 class ImageSource(Protocol):
-    """Where the CNN's input comes from: images and 1-based categories of catalogue rows (an in-memory
-    `ImageBank`, or `cscnn.training.features.CachedImages` that decodes on demand)."""
+    """Where the visual part's input comes from: images (or, for the diagnostic `attributes` variant, true
+    attributes) and 1-based categories of catalogue rows (an in-memory `ImageBank`,
+    `cscnn.training.features.CachedImages` that decodes on demand, or `cscnn.training.features.AttributeBank`)."""
 
     def __len__(self) -> int: ...
 
@@ -75,18 +77,25 @@ def _pad_to_bucket(rows: torch.Tensor) -> torch.Tensor:
 class CTRModel(nn.Module):
     """One class for every variant of the paper's comparison (the rows of `cscnn.variants.VARIANTS`)."""
 
-    def __init__(self, cfg: ModelConfig, vocab_sizes: list[int], n_categories: int, n_dense: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, vocab_sizes: list[int], n_categories: int, n_dense: int, n_attributes: int = 0
+    ) -> None:
         super().__init__()
         self.variant = cfg.variant
         spec = get_variant(cfg.variant)
+        self.visual_input = spec.visual_input
         # one draw from the global generator, whatever the variant; each part then has a seed of its own
         base = int(torch.randint(0, 2**31 - 16, ()))
         with seeded(base):
             self.embeddings = nn.ModuleList(nn.Embedding(size + 1, cfg.embed_dim) for size in vocab_sizes)
-        self.backbone: VisualBackbone | None = None
+        self.backbone: VisualBackbone | AttributeEncoder | None = None
         self.fusion: nn.Linear | None = None
         visual_dim = 0
-        if spec.uses_images:
+        if spec.uses_images and spec.visual_input == "attributes":
+            with seeded(base + 1):
+                self.backbone = AttributeEncoder(cfg, n_attributes, n_categories)
+            visual_dim = cfg.visual_dim
+        elif spec.uses_images:
             self.backbone = VisualBackbone(cfg, n_categories, spec, seed=base + 1)
             visual_dim = cfg.visual_dim
         if spec.pretrain:  # a trainable projection on top of the frozen, pretrained CNN

@@ -33,7 +33,7 @@ def _picked(world: World, categories: list[str], per_category: int) -> World:
 def _spatial_maps(loaded: tuple, world: World, layer: int) -> tuple[np.ndarray, np.ndarray] | None:
     """([N, H, W] relative spatial maps of `layer`, [N, S, S, 3] images) for `world`'s items."""
     model, encoder, cfg, _ = loaded
-    if not model.uses_images:
+    if not model.uses_images or model.visual_input != "image":
         return None
     bank = image_bank(world, encoder, cfg.model.image_size)
     maps = model.encode_images(bank.images, bank.categories, return_attention=True)["attention"][layer]

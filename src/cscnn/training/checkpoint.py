@@ -37,7 +37,9 @@ def fingerprint(model: torch.nn.Module) -> str:
 def build_model(cfg: Config, encoder: FeatureEncoder) -> CTRModel:
     from cscnn.data import schema
 
-    return CTRModel(cfg.model, encoder.vocab_sizes, len(encoder.categories), len(schema.DENSE_FEATURES))
+    return CTRModel(
+        cfg.model, encoder.vocab_sizes, len(encoder.categories), len(schema.DENSE_FEATURES), len(encoder.attributes)
+    )
 
 
 def save_checkpoint(out: Path, model: CTRModel, encoder: FeatureEncoder, cfg: Config, extra: dict) -> dict:

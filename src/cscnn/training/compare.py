@@ -24,8 +24,9 @@ from cscnn.training.compare_analysis import HeldOutRows, analyse
 from cscnn.training.compare_report import results_markdown
 from cscnn.training.features import split_days
 from cscnn.training.metrics import summarize
+from cscnn.training.probe import probe
 from cscnn.training.scoring import score_days
-from cscnn.training.train import Prepared, prepare, select_device, train
+from cscnn.training.train import Prepared, prepare_for, select_device, train
 from cscnn.variants import get_variant
 
 # <world>/truth/probability/<day>.parquet: one float column `probability`, the true click probability of each row
@@ -130,7 +131,7 @@ def run_comparison(
             if stale:
                 print(f"{variant:14s} seed={seed} stored runs made with other settings ignored ({', '.join(stale)})")
         if prepared is None:  # the same split, vocabularies and image cache for every run
-            prepared = prepare(world, cfg, images=any(get_variant(v).uses_images for v, _ in missing))
+            prepared = prepare_for(world, cfg, [v for v, _ in missing])
         row, scores = _train_one(world, cfg, prepared, variant, seed, progress)
         if shared is not None:
             record = runstore.save_run(runs_dir, runstore.run_fingerprint(shared, variant, seed), row, scores)
@@ -152,13 +153,14 @@ def _train_one(
     )
     result = train(world, run_cfg, out=None, progress=progress, prepared=prepared)
     device = select_device(run_cfg.train.device)
-    bank = prepared.bank if get_variant(variant).uses_images else None
+    bank = prepared.source_for(get_variant(variant))
     scores = score_days(
         result.model, world, prepared.split.test, prepared.encoder, bank, device, run_cfg.train.chunk_rows
     )
     metrics = summarize(scores["label"], scores["prob"], scores["category"], scores["cold"])
     row = {"variant": variant, "seed": seed, "train_seconds": result.wall_seconds, "best_epoch": result.best_epoch}
-    row.update(metrics)
+    row.update(metrics, val_auc=result.card["val_auc"])
+    row["probe"] = probe(result.model, bank, world, prepared.encoder, device) if bank is not None else None
     print(
         f"{variant:14s} seed={seed} test_auc={metrics['auc']:.4f} "
         f"cold_auc={metrics['cold_start_auc'] or float('nan'):.4f} ({result.wall_seconds:.0f}s)"

@@ -15,9 +15,10 @@ import numpy as np
 
 from cscnn.errors import CSCNNError
 from cscnn.training.metrics import auc
-from cscnn.training.stats import Interval, bootstrap_aucs, percentile_interval, seed_interval, verdict
+from cscnn.training.stats import Interval, bootstrap_aucs, decide, percentile_interval, seed_interval
 
 NO_IMAGE, CNN = "no_image", "cnn"
+CEILING = "attributes"  # the diagnostic variant fed the true attributes: what the CTR network can use
 ATTENTION_BASELINES = ("se", "cbam")  # the best of these (by mean test AUC) is the third reference
 CATEGORY_PAIRS = (("cscnn", CNN), ("cscnn", NO_IMAGE))  # the per-category differences reported
 ALL, COLD, CATEGORY = "all", "cold", "category:"
@@ -119,13 +120,12 @@ class _Slice:
                 diffs[s] = a - b
         estimate = float(np.mean(list(diffs.values()))) if diffs else None
         seed_ci = seed_interval(list(diffs.values()))
-        intervals = [seed_ci]
         boot_ci = None
         if self.ctx["resamples"] and diffs:
             used = list(diffs)
             draws = self.mean_draws(variant, used) - self.mean_draws(reference, used)
             boot_ci = percentile_interval(estimate, draws)
-            intervals.append(boot_ci)
+        decided, needed = decide(list(diffs.values()), seed_ci, boot_ci)
         return {
             "variant": variant,
             "reference": reference,
@@ -135,7 +135,9 @@ class _Slice:
             "seeds_ahead": sum(d > 0 for d in diffs.values()),
             "seed_ci": _interval(seed_ci),
             "bootstrap_ci": _interval(boot_ci),
-            "verdict": verdict(intervals),
+            "sd": float(np.std(list(diffs.values()), ddof=1)) if len(diffs) > 1 else None,
+            "verdict": decided,
+            "seeds_needed": needed,
         }
 
     def share(self, variant: str, oracle_auc: float) -> dict:
@@ -167,7 +169,13 @@ def _slice_result(part: _Slice, variants: list[str], pairs: list[tuple[str, str,
         "pairs": [part.pair(v, ref, role) for v, ref, role in pairs],
     }
     if with_share and oracle is not None and NO_IMAGE in variants:
-        result["visual_share"] = {v: part.share(v, oracle) for v in variants if v != NO_IMAGE}
+        shares = {v: part.share(v, oracle) for v in variants if v != NO_IMAGE}
+        result["visual_share"] = shares
+        ceiling = shares.get(CEILING, {}).get("estimate")
+        if ceiling is not None and ceiling > 0:  # each variant's share as a fraction of the ceiling's
+            result["ceiling_share"] = {
+                v: (s["estimate"] / ceiling if s["estimate"] is not None else None) for v, s in shares.items()
+            }
     return result
 
 

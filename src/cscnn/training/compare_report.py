@@ -11,8 +11,8 @@ import yaml
 
 from cscnn.config import Config
 from cscnn.data.io import World
-from cscnn.training.compare_analysis import ALL, CATEGORY, COLD
-from cscnn.training.stats import seed_interval
+from cscnn.training.compare_analysis import ALL, CATEGORY, COLD, NO_IMAGE
+from cscnn.training.stats import EQUIVALENCE_MARGIN, POWER, seed_interval
 from cscnn.training.train import select_device
 
 
@@ -55,11 +55,21 @@ def intervals_paragraph(analysis: dict) -> list[str]:
         "Every interval is a 95% interval of a difference in test AUC, paired. **Over seeds**: the per-seed "
         "difference (runs with the same seed share the data order), its mean ± t(0.975, n-1) · s / √n with n "
         "the seeds both variants ran (Student t; at least two seeds): the training's randomness. " + over_requests,
-        "A variant is **ahead** when both intervals lie above 0, **behind** when both lie below 0, else **not "
-        "distinguishable**. Slices (cold-start items, each category) use the same resamples restricted to their "
+        "A variant is **ahead** when both intervals lie above 0, **behind** when both lie below 0, "
+        f"**equivalent** when two one-sided t tests over seeds put the difference within ±{EQUIVALENCE_MARGIN} "
+        "(90% interval inside the margin) and the request interval lies inside it too, else **underpowered**: "
+        f"then the seeds a paired t test needs to resolve ±{EQUIVALENCE_MARGIN} at {POWER:.0%} power (noncentral "
+        "t, from the measured sd of the per-seed differences) are named. Slices (cold-start items, each "
+        "category) use the same resamples restricted to their "
         "rows. After an AUC, ± is the half-width of its 95% Student-t interval over seeds. The oracle is the AUC "
         "of the world's true click probability on the same rows, the ceiling; a variant's visual share is "
-        "(variant - no_image) / (oracle - no_image), with its bootstrap interval in brackets.",
+        "(variant - no_image) / (oracle - no_image), with its bootstrap interval in brackets. The `attributes` "
+        "row, where present, is the diagnostic ceiling: the CTR network fed the world's true visual attributes in "
+        "place of the image; *of ceiling* is a variant's visual share divided by that row's. *Probe R²*: a ridge "
+        "probe from the visual vector to the true attributes (mean over attributes) and to the item's true "
+        "visual term (per category), fitted on the items seen in training and scored on the cold-start items "
+        "(`cscnn.training.probe`): low R² means the CNN does not see the attribute; high R² with a low share "
+        "means the CTR network does not use it.",
         "",
     ]
 
@@ -67,8 +77,12 @@ def intervals_paragraph(analysis: dict) -> list[str]:
 def _main_table(rows: list[dict], analysis: dict) -> list[str]:
     overall, cold = analysis["slices"][ALL], analysis["slices"][COLD]
     has_share = "visual_share" in overall
-    head = "| variant | seeds | test AUC | logloss | cold-start AUC | mean per-category AUC |"
+    has_ceiling = "ceiling_share" in overall
+    has_probe = any(r.get("probe") for r in rows)
+    head = "| variant | seeds | test AUC | seed sd | logloss | cold-start AUC | mean per-category AUC |"
     head += " visual share | cold-start visual share |" if has_share else ""
+    head += " of ceiling | cold-start of ceiling |" if has_ceiling else ""
+    head += " probe R² (attributes; visual term) |" if has_probe else ""
     lines = [head + " train time (s) |", "|---" * (head.count("|")) + "|"]
     categories = [k for k in analysis["slices"] if k.startswith(CATEGORY)]
     for v in analysis["variants"]:
@@ -77,20 +91,46 @@ def _main_table(rows: list[dict], analysis: dict) -> list[str]:
         cells = [
             str(len(runs)),
             _mean_ci([r["auc"] for r in runs]),
+            _sd([r["auc"] for r in runs]),
             _mean_ci([r["logloss"] for r in runs]),
             _mean_ci([r["cold_start_auc"] for r in runs]),
             _mean_ci(per_cat),
         ]
         if has_share:
             cells += [_share(overall, v), _share(cold, v)]
+        if has_ceiling:
+            cells += [_of_ceiling(overall, v), _of_ceiling(cold, v)]
+        if has_probe:
+            cells.append(_probe(runs))
         cells.append(f"{np.mean([r['train_seconds'] for r in runs]):.0f}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     if analysis["oracle"]["available"]:
-        oracle = [_num(overall["oracle_auc"]), "—", _num(cold["oracle_auc"])]
+        oracle = [_num(overall["oracle_auc"]), "—", "—", _num(cold["oracle_auc"])]
         oracle_cats = [analysis["slices"][c]["oracle_auc"] for c in categories]
         oracle.append(_num(float(np.mean(oracle_cats))) if None not in oracle_cats else "n/a")
-        lines.append("| oracle | — | " + " | ".join(oracle) + (" | 1 | 1" if has_share else "") + " | — |")
+        tail = (" | 1 | 1" if has_share else "") + (" | — | —" if has_ceiling else "") + (" | —" if has_probe else "")
+        lines.append("| oracle | — | " + " | ".join(oracle) + tail + " | — |")
     return lines
+
+
+def _sd(values: list[float | None]) -> str:
+    kept = [v for v in values if v is not None and np.isfinite(v)]
+    return f"{np.std(kept, ddof=1):.4f}" if len(kept) > 1 else "n/a"
+
+
+def _of_ceiling(part: dict, variant: str) -> str:
+    shares = part.get("ceiling_share", {})
+    if variant not in shares:
+        return "0 (reference)" if variant == NO_IMAGE else "n/a"
+    return "n/a" if shares[variant] is None else f"{shares[variant]:.2f}"
+
+
+def _probe(runs: list[dict]) -> str:
+    probes = [r["probe"] for r in runs if r.get("probe")]
+    if not probes:
+        return "—"
+    attributes = np.mean([p["mean_attribute_r2"] for p in probes])
+    return f"{attributes:.2f}; {np.mean([p['visual_r2'] for p in probes]):.2f}"
 
 
 def _mean_over_categories(analysis: dict, categories: list[str], variant: str, seed: int) -> float | None:
@@ -110,14 +150,17 @@ def _share(part: dict, variant: str) -> str:
 
 def _pairs_table(pairs: list[dict], first: str) -> list[str]:
     lines = [
-        f"| {first} | vs | difference (seeds ahead) | 95% CI over seeds | 95% CI over requests | verdict |",
-        "|---|---|---|---|---|---|",
+        f"| {first} | vs | difference (seeds ahead) | sd over seeds | 95% CI over seeds | 95% CI over requests "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for p in pairs:
         label = p["variant"] if first == "variant" else p["category"]
         ref = p["reference"] if p["role"] == p["reference"] else f"{p['reference']} ({p['role']})"
         diff = f"{_num(p['difference'], True)} ({p['seeds_ahead']}/{len(p['per_seed'])})"
-        lines.append(f"| {label} | {ref} | {diff} | {_ci(p['seed_ci'])} | {_ci(p['bootstrap_ci'])} | {p['verdict']} |")
+        judged = p["verdict"] + (f" (needs {p['seeds_needed']} seeds)" if p.get("seeds_needed") else "")
+        sd = _num(p.get("sd"))
+        lines.append(f"| {label} | {ref} | {diff} | {sd} | {_ci(p['seed_ci'])} | {_ci(p['bootstrap_ci'])} | {judged} |")
     return lines
 
 
@@ -152,7 +195,7 @@ def results_markdown(rows: list[dict], analysis: dict, command: str, world: Worl
     )
     device = select_device(cfg.train.device).type
     lines = [
-        "# CSCNN and its baselines on the synthetic world",
+        f"# CSCNN and its baselines on the world `{world.root.name}`",
         "",
         f"Produced by `{command}` on {platform.machine()} ({device}) with {torch.get_num_threads()} CPU threads "
         f"(torch {torch.__version__}).",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from cscnn.models import CTRModel
+from cscnn.models.backbone import VisualBackbone
 from cscnn.models.ctr import ImageSource
 
 PROBE_IMAGES = 64
@@ -21,7 +22,7 @@ def signal_scale(model: CTRModel, bank: ImageSource, device: torch.device, n: in
     """`last_layer`: mean |activation| after the last conv layer's attention; `visual_spread`: the mean over
     visual dimensions of the std across images (what differs between images); `visual_bias`: mean |bias| of
     the projection (what every image gets). None for a model without images."""
-    if model.backbone is None:
+    if not isinstance(model.backbone, VisualBackbone):  # no images, or the diagnostic attributes variant
         return None
     was_training = model.training
     model.eval()

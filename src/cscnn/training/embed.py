@@ -130,6 +130,11 @@ def _load_visual_model(model_dir: Path):
     model, encoder, cfg, card = load_checkpoint(model_dir)
     if not model.uses_images:
         raise CSCNNError(f"{model_dir}: variant {card['variant']!r} has no visual part; there is nothing to embed")
+    if model.visual_input != "image":
+        raise CSCNNError(
+            f"{model_dir}: variant {card['variant']!r} is a diagnostic that reads the world's true attributes; "
+            "it cannot be embedded or served (train an image variant)"
+        )
     return model, encoder, cfg, card
 
 

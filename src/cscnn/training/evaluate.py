@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cscnn.data.io import open_world
 from cscnn.training.checkpoint import load_checkpoint
-from cscnn.training.features import cached_images
+from cscnn.training.features import visual_source
 from cscnn.training.scoring import evaluate_days
 from cscnn.training.train import select_device
 
@@ -16,7 +16,7 @@ def evaluate_checkpoint(model_dir: Path, world_dir: Path, days: list[str] | None
     model, encoder, cfg, card = load_checkpoint(model_dir)
     world = open_world(world_dir)
     days = days or card["days"]["test"]
-    bank = cached_images(world, encoder, cfg) if model.uses_images else None
+    bank = visual_source(world, encoder, cfg)
     torch_device = select_device(device)
     metrics = evaluate_days(model.to(torch_device), world, days, encoder, bank, torch_device, cfg.train.chunk_rows)
     return {"variant": card["variant"], "model_fingerprint": card["fingerprint"], "days": days, **metrics}

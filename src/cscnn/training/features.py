@@ -20,8 +20,10 @@ from cscnn.config import Config
 from cscnn.data import schema
 from cscnn.data.images import load_image, load_images
 from cscnn.data.io import World
+from cscnn.data.truth import read_attributes
 from cscnn.errors import DataContractError, ImageError
 from cscnn.models import Batch, ImageBank
+from cscnn.variants import get_variant
 
 POSITION_CAP = 50  # positions beyond this share one token
 
@@ -39,10 +41,12 @@ def feature_frame(world: World, impressions: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class FeatureEncoder:
-    """Token vocabularies per sparse feature, and the category vocabulary the CNN conditions on."""
+    """Token vocabularies per sparse feature, and the category vocabulary the CNN conditions on. `attributes`:
+    the true visual attributes the diagnostic `attributes` variant reads (empty for every other model)."""
 
     vocabs: dict[str, list[str]]
     categories: list[str]
+    attributes: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def fit(cls, train_frame: pd.DataFrame) -> FeatureEncoder:
@@ -79,11 +83,11 @@ class FeatureEncoder:
         return self._lookup(self.categories, categories)
 
     def to_dict(self) -> dict:
-        return {"vocabs": self.vocabs, "categories": self.categories}
+        return {"vocabs": self.vocabs, "categories": self.categories, "attributes": self.attributes}
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureEncoder:
-        return cls(vocabs=data["vocabs"], categories=data["categories"])
+        return cls(vocabs=data["vocabs"], categories=data["categories"], attributes=data.get("attributes", []))
 
 
 @dataclass
@@ -212,6 +216,41 @@ class CachedImages:
 def cached_images(world: World, encoder: FeatureEncoder, cfg: Config) -> CachedImages:
     """The image source of a model's config: its image size, the configured cache."""
     return CachedImages(world, encoder, cfg.model.image_size, cfg.train.image_cache_items)
+
+
+class AttributeBank:
+    """The diagnostic `attributes` variant's input: each catalogue row's true attributes (standardised) and
+    1-based category, fetched by row like `CachedImages` fetches images."""
+
+    def __init__(self, world: World, encoder: FeatureEncoder) -> None:
+        truth = read_attributes(world.root, world.items["item_id"])
+        if encoder.attributes and list(truth.names) != encoder.attributes:
+            raise DataContractError(
+                f"{world.root}: true attributes {list(truth.names)} differ from the model's {encoder.attributes}"
+            )
+        self.names = list(truth.names)
+        self.values = torch.from_numpy(truth.values)
+        self.categories = torch.from_numpy(encoder.category_index(world.items["category"]))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def fetch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cpu = rows.cpu()
+        return self.values[cpu].to(rows.device), self.categories[cpu].to(rows.device)
+
+
+def visual_source(world: World, encoder: FeatureEncoder, cfg: Config) -> CachedImages | AttributeBank | None:
+    """What the visual part of `cfg.model.variant` reads: images, true attributes, or nothing (no_image). For
+    the attributes variant it also records the attribute names in `encoder` (the model is built from them)."""
+    variant = get_variant(cfg.model.variant)
+    if not variant.uses_images:
+        return None
+    if variant.visual_input == "attributes":
+        bank = AttributeBank(world, encoder)
+        encoder.attributes = bank.names
+        return bank
+    return cached_images(world, encoder, cfg)
 
 
 def image_bank(world: World, encoder: FeatureEncoder, image_size: int) -> ImageBank:

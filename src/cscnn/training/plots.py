@@ -8,7 +8,7 @@ import numpy as np
 
 from cscnn.data.io import World
 from cscnn.training.checkpoint import load_checkpoint
-from cscnn.training.features import cached_images
+from cscnn.training.features import visual_source
 from cscnn.training.scoring import score_days
 from cscnn.training.train import select_device
 
@@ -28,7 +28,7 @@ def roc_curve_png(model_dir: Path, world: World, day: str, out: Path) -> Path:
 
     model, encoder, cfg, _ = load_checkpoint(model_dir)
     device = select_device("cpu")
-    bank = cached_images(world, encoder, cfg) if model.uses_images else None
+    bank = visual_source(world, encoder, cfg)
     scores = score_days(model, world, [day], encoder, bank, device, cfg.train.chunk_rows)
     labels, probs = scores["label"], scores["prob"]
     plt = pyplot()

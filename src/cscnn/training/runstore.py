@@ -23,11 +23,11 @@ import torch
 
 from cscnn import variants as variants_module
 from cscnn.config import Config
-from cscnn.data import schema
+from cscnn.data import schema, truth
 from cscnn.data.io import World
 from cscnn.files import atomic_file, write_json
-from cscnn.models import attention, backbone, ctr, layers, spatial_conv
-from cscnn.training import checkpoint, features, metrics, scoring, stream, train
+from cscnn.models import attention, attribute_encoder, backbone, ctr, layers, spatial_conv
+from cscnn.training import checkpoint, features, metrics, probe, scoring, stream, train
 
 ARRAYS = ("label", "prob", "category", "cold")
 KEY_LENGTH = 16
@@ -35,6 +35,7 @@ KEY_LENGTH = 16
 RUN_CODE = (
     variants_module,
     attention,
+    attribute_encoder,
     backbone,
     ctr,
     layers,
@@ -42,9 +43,11 @@ RUN_CODE = (
     checkpoint,
     features,
     metrics,
+    probe,
     scoring,
     stream,
     train,
+    truth,
 )
 
 

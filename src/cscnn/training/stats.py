@@ -1,8 +1,10 @@
 """Confidence intervals for differences in AUC: over seeds (Student t) and over test requests (paired bootstrap).
 
 Both are paired: a difference between two variants is taken seed by seed (runs with the same seed share the
-data order), and every bootstrap resample draws the same requests for every scorer. NumPy only: the Student
-t quantile is computed here (exact for integer degrees of freedom), so no statistics package is needed.
+data order), and every bootstrap resample draws the same requests for every scorer. A pair whose intervals do
+not both lie on one side of 0 is either *equivalent* (two one-sided t tests put the difference within
+±`EQUIVALENCE_MARGIN` and the request interval lies inside it) or *underpowered*, with the seeds a paired t test
+would need to resolve a difference of the margin at 80 % power (noncentral t, from the measured spread).
 """
 
 from __future__ import annotations
@@ -12,56 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 AHEAD, BEHIND, UNDECIDED = "ahead", "behind", "not distinguishable"
+EQUIVALENT, UNDERPOWERED = "equivalent", "underpowered"
+EQUIVALENCE_MARGIN = 0.003  # AUC: differences smaller than this are not worth a variant (issue 19)
+POWER, ALPHA = 0.8, 0.05
+MAX_SEEDS = 100_000
 RESAMPLE_CHUNK = 25  # resamples drawn per generator call: resample i is the same whatever the slice or scorer
 BLOCK_ELEMENTS = 4_000_000  # weights held at a time (resamples x rows), about 32 MB
 
 
-def _t_central_mass(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with `df` degrees of freedom (Abramowitz & Stegun 26.7.3 and 26.7.4)."""
-    theta = math.atan(t / math.sqrt(df))
-    s, c2 = math.sin(theta), math.cos(theta) ** 2
-    if df % 2 == 0:
-        term = total = 1.0
-        for k in range(1, (df - 2) // 2 + 1):
-            term *= c2 * (2 * k - 1) / (2 * k)
-            total += term
-        return s * total
-    if df == 1:
-        return 2 * theta / math.pi
-    term = total = math.cos(theta)
-    for k in range(1, (df - 3) // 2 + 1):
-        term *= c2 * (2 * k) / (2 * k + 1)
-        total += term
-    return 2 / math.pi * (theta + s * total)
-
-
 def t_quantile(p: float, df: int) -> float:
-    """The `p` quantile (p > 0.5) of Student's t with integer `df` >= 1, by bisection on the exact CDF."""
-    if not 0.5 < p < 1 or df < 1:
-        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
-    if df > 2000:  # the series has df/2 terms; the Cornish-Fisher expansion around the normal is exact to 1e-9
-        z = _normal_quantile(p)
-        return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-    mass = 2 * p - 1
-    lo, hi = 0.0, 1.0
-    while _t_central_mass(hi, df) < mass:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_central_mass(mid, df) < mass else (lo, mid)
-        if hi - lo < 1e-12:
-            break
-    return (lo + hi) / 2
-
-
-def _normal_quantile(p: float) -> float:
-    lo, hi = 0.0, 40.0
-    while hi - lo > 1e-13:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p else (lo, mid)
-    return (lo + hi) / 2
+    """The `p` quantile of Student's t with `df` degrees of freedom."""
+    if not 0 < p < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df >= 1, got p={p}, df={df}")
+    return float(scipy_stats.t.ppf(p, df))
 
 
 @dataclass(frozen=True)
@@ -104,6 +72,62 @@ def verdict(intervals: Sequence[Interval | None]) -> str:
     if all(i.high < 0 for i in intervals):
         return BEHIND
     return UNDECIDED
+
+
+def equivalent(values: Sequence[float], margin: float = EQUIVALENCE_MARGIN, alpha: float = ALPHA) -> bool:
+    """Two one-sided t tests at level `alpha`: True when the mean of `values` (per-seed paired differences) is
+    shown to lie within (-margin, +margin), i.e. its (1 - 2 alpha) Student-t interval lies inside it."""
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if len(arr) < 2:
+        return False
+    half = t_quantile(1 - alpha, len(arr) - 1) * float(arr.std(ddof=1)) / math.sqrt(len(arr))
+    return -margin < arr.mean() - half and arr.mean() + half < margin
+
+
+def paired_power(n: int, sd: float, effect: float, alpha: float = ALPHA) -> float:
+    """Power of a two-sided paired t test at level `alpha` over `n` pairs, against a true mean difference of
+    `effect` when the differences spread with standard deviation `sd` (noncentral t)."""
+    df = n - 1
+    critical = t_quantile(1 - alpha / 2, df)
+    shift = effect / (sd / math.sqrt(n))
+    return float(1 - scipy_stats.nct.cdf(critical, df, shift) + scipy_stats.nct.cdf(-critical, df, shift))
+
+
+def seeds_needed(sd: float, effect: float = EQUIVALENCE_MARGIN, power: float = POWER, alpha: float = ALPHA) -> int:
+    """The fewest pairs (seeds) with which a paired t test resolves a true difference of `effect` with `power`,
+    given the measured `sd` of the paired differences (at least 2; MAX_SEEDS when more would be needed)."""
+    if sd <= 0:
+        return 2
+    if paired_power(MAX_SEEDS, sd, effect, alpha) < power:
+        return MAX_SEEDS
+    low, high = 1, 2
+    while paired_power(high, sd, effect, alpha) < power:
+        low, high = high, high * 2
+    while high - low > 1:  # power grows with n: the smallest n that reaches it lies in (low, high]
+        mid = (low + high) // 2
+        low, high = (mid, high) if paired_power(mid, sd, effect, alpha) < power else (low, mid)
+    return high
+
+
+def decide(
+    differences: Sequence[float],
+    seed_ci: Interval | None,
+    request_ci: Interval | None,
+    margin: float = EQUIVALENCE_MARGIN,
+) -> tuple[str, int | None]:
+    """The verdict of one pair and, when underpowered, the seeds it would need: ahead / behind when every
+    interval agrees (`verdict`), equivalent when the seed TOST passes and the request interval lies within
+    ±margin, else underpowered."""
+    decided = verdict([seed_ci, request_ci] if request_ci is not None else [seed_ci])
+    if decided != UNDECIDED:
+        return decided, None
+    inside = request_ci is None or (-margin < request_ci.low and request_ci.high < margin)
+    if equivalent(differences, margin) and inside:
+        return EQUIVALENT, None
+    values = [v for v in differences if v is not None and np.isfinite(v)]
+    if len(values) < 2:
+        return UNDERPOWERED, None
+    return UNDERPOWERED, seeds_needed(float(np.std(values, ddof=1)), margin)
 
 
 def request_counts(first: int, n: int, n_requests: int, seed: int) -> np.ndarray:

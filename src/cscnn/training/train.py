@@ -22,11 +22,11 @@ from cscnn.training import distributed
 from cscnn.training.allocator import reuse_freed_memory
 from cscnn.training.checkpoint import build_model, read_card, save_checkpoint
 from cscnn.training.diagnostics import signal_scale
-from cscnn.training.features import CachedImages, DaySplit, FeatureEncoder, cached_images, split_days
+from cscnn.training.features import AttributeBank, CachedImages, DaySplit, FeatureEncoder, cached_images, split_days
 from cscnn.training.metrics import auc
 from cscnn.training.scoring import score_days
 from cscnn.training.stream import count_rows, fit_encoder, shuffled_batches
-from cscnn.variants import get_variant
+from cscnn.variants import Variant, get_variant
 
 
 def select_device(name: str) -> torch.device:
@@ -46,19 +46,44 @@ def seed_everything(seed: int) -> np.random.Generator:
 @dataclass
 class Prepared:
     """What a run needs from a world before it reads any impression: the day split, the vocabularies (one
-    streaming pass over the training days) and the image source (decodes on demand, bounded cache)."""
+    streaming pass over the training days) and the image source (decodes on demand, bounded cache); the
+    diagnostic `attributes` variant reads `attributes` instead of images."""
 
     world: World
     split: DaySplit
     encoder: FeatureEncoder
     bank: CachedImages | None  # None for the no-image variant: its images are never decoded
+    attributes: AttributeBank | None = None
+
+    def source_for(self, variant: Variant) -> ImageSource | None:
+        """What `variant`'s visual part reads from this split (None: it has none)."""
+        if not variant.uses_images:
+            return None
+        return self.attributes if variant.visual_input == "attributes" else self.bank
 
 
-def prepare(world: World, cfg: Config, images: bool = True) -> Prepared:
+def prepare(world: World, cfg: Config, images: bool = True, attributes: bool = False) -> Prepared:
+    """`images`: open the image cache; `attributes`: read the world's true attributes (the diagnostic
+    variant; the encoder then records their names)."""
     split = split_days(world.days, cfg.train.val_days, cfg.train.test_days, cfg.train.window_days)
     encoder = fit_encoder(world, split.train, cfg.train.chunk_rows)
     bank = cached_images(world, encoder, cfg) if images else None
-    return Prepared(world, split, encoder, bank)
+    truth = None
+    if attributes:
+        truth = AttributeBank(world, encoder)
+        encoder.attributes = truth.names
+    return Prepared(world, split, encoder, bank, truth)
+
+
+def prepare_for(world: World, cfg: Config, variants: list[str]) -> Prepared:
+    """One preparation that serves every variant in `variants` (`cscnn compare` shares it)."""
+    specs = [get_variant(v) for v in variants]
+    return prepare(
+        world,
+        cfg,
+        images=any(s.uses_images and s.visual_input == "image" for s in specs),
+        attributes=any(s.diagnostic for s in specs),
+    )
 
 
 def pretrain_backbone(
@@ -135,6 +160,11 @@ class Run:
     rng: np.random.Generator
     steps: int = 0  # optimisation steps taken so far (the learning-rate warm-up reads it)
 
+    @property
+    def source(self) -> ImageSource | None:
+        """What this run's visual part reads: the image cache, the true attributes, or nothing."""
+        return self.prepared.source_for(get_variant(self.cfg.model.variant))
+
 
 def _warm_up(run: Run) -> None:
     """`train.warmup_steps`: the learning rate rises linearly to `train.lr` over the first steps, the same
@@ -168,7 +198,7 @@ def run_epoch(run: Run, desc: str, progress: bool) -> dict:
         loss, n_images = train_step(
             run.engine,
             mine.to_batch().to(run.device),
-            prepared.bank,
+            run.source,
             run.optimizer,
             cfg.train.dedup,
             len(global_batch),
@@ -189,7 +219,7 @@ def run_epoch(run: Run, desc: str, progress: bool) -> dict:
 def validation_auc(run: Run) -> float:
     val = run.prepared.split.val
     scores = score_days(
-        run.model, run.prepared.world, val, run.prepared.encoder, run.prepared.bank, run.device,
+        run.model, run.prepared.world, val, run.prepared.encoder, run.source, run.device,
         run.cfg.train.chunk_rows, run.ranks,
     )  # fmt: skip
     return auc(scores["label"], scores["prob"]) or 0.0
@@ -213,7 +243,7 @@ def train(
         if cfg.train.reuse_freed_memory:
             reuse_freed_memory()
         rng = seed_everything(cfg.train.seed)
-        prepared = prepared or prepare(world, cfg, images=variant.uses_images)
+        prepared = prepared or prepare_for(world, cfg, [cfg.model.variant])
         model = build_model(cfg, prepared.encoder).to(device)
         if variant.pretrain:
             pretrain_backbone(model, prepared, cfg, device, rng)
@@ -229,13 +259,13 @@ def train(
 def _fit(run: Run, progress: bool) -> TrainResult:
     cfg, result = run.cfg, TrainResult(model=run.model, prepared=run.prepared)
     best_auc, best_state, stale = -1.0, copy.deepcopy(run.model.state_dict()), 0
-    if run.prepared.bank is not None and run.model.uses_images:
-        result.signal_at_start = signal_scale(run.model, run.prepared.bank, run.device)
+    if run.source is not None:
+        result.signal_at_start = signal_scale(run.model, run.source, run.device)
     for epoch in range(1, cfg.train.epochs + 1):
         record = run_epoch(run, f"{cfg.model.variant} epoch {epoch}/{cfg.train.epochs}", progress)
         record = {"epoch": epoch, **record, "val_auc": validation_auc(run)}  # the same on every rank
-        if run.prepared.bank is not None:
-            record["signal"] = signal_scale(run.model, run.prepared.bank, run.device)
+        if run.source is not None:
+            record["signal"] = signal_scale(run.model, run.source, run.device)
         result.history.append(record)
         if progress and run.ranks.is_main:
             tqdm.write(

@@ -56,6 +56,7 @@ from cscnn.data.synth.visual import (
     features,
     region_of,
 )
+from cscnn.data.truth import ATTRIBUTES_FILE, write_attributes
 from cscnn.errors import ConfigError
 from cscnn.files import atomic_dir, write_json
 
@@ -246,6 +247,8 @@ def _write_truth(population: Population, catalogue: Catalogue, folder: Path, nam
     items["visual_score"] = catalogue.visual
     items["item_effect"] = catalogue.item_effect
     items.to_parquet(folder / "items.parquet", index=False)
+    attributes = pd.DataFrame(catalogue.attributes, columns=list(names))
+    write_attributes(folder.parent, catalogue.items["item_id"].to_numpy(), attributes, catalogue.visual)
     users = population.users[["user_id", "segment"]].copy()
     users.to_parquet(folder / "users.parquet", index=False)
 
@@ -297,6 +300,7 @@ def _ground_truth(truth: Truth, cfg: WorldConfig) -> dict:
             "items": f"{TRUTH_DIR}/items.parquet",
             "users": f"{TRUTH_DIR}/users.parquet",
             "probability": f"{TRUTH_DIR}/{PROBABILITY_DIR}/<day>.parquet",
+            "attributes": ATTRIBUTES_FILE,
         },
     }
 

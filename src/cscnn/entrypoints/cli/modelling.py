@@ -230,7 +230,12 @@ def compare_cmd(
         ),
     ] = None,
     profile: Profile = "small",
-    variants: Annotated[str, typer.Option(help="Comma-separated variants.")] = ",".join(VARIANTS),
+    variants: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated variants; add `attributes` (the ceiling: true attributes) on a generated world."
+        ),
+    ] = ",".join(name for name, v in VARIANTS.items() if not v.diagnostic),
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1).")] = 5,
     bootstrap: Annotated[
         int, typer.Option(help="Bootstrap resamples of the test requests for the intervals; 0: seeds only.")
