@@ -3,8 +3,6 @@ matrix product, shared initialisation across variants, the learning-rate warm-up
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 from test_models import BATCH, toy_encoder, toy_inputs
@@ -15,7 +13,6 @@ from cscnn.models.attention import GATES
 from cscnn.models.spatial_conv import SpatialConv
 from cscnn.training.allocator import reuse_freed_memory
 from cscnn.training.checkpoint import build_model
-from cscnn.training.train import _warm_up
 
 FORMS = list(GATES)
 
@@ -139,17 +136,6 @@ def test_prior_init_std_scales_the_priors() -> None:
 def test_bad_attention_settings_name_the_setting(override: str) -> None:
     with pytest.raises(ConfigError, match=override.split("=")[0].split(".")[1]):
         load_config("tiny", overrides=[override])
-
-
-def test_warm_up_raises_the_learning_rate_linearly() -> None:
-    cfg = load_config("tiny", overrides=["train.warmup_steps=4", "train.lr=0.01"])
-    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
-    run = types.SimpleNamespace(cfg=cfg, optimizer=optimizer, steps=0)
-    seen = []
-    for _ in range(6):
-        _warm_up(run)
-        seen.append(optimizer.param_groups[0]["lr"])
-    assert seen == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
 
 
 def test_allocator_tuning_is_applied_on_glibc_linux() -> None:

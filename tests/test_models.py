@@ -113,9 +113,13 @@ def test_unseen_category_uses_mean_prior() -> None:
     torch.testing.assert_close(unseen, averaged)
 
 
-@pytest.mark.parametrize("variant", ["cnn", "cscnn", "late_fusion"])
+@pytest.mark.parametrize("variant", ["cnn", "cscnn", "late_fusion", "attributes", "cscnn+group_norm"])
 def test_dedup_gives_same_loss_and_gradients(variant: str) -> None:
-    cfg = tiny_config(variant)
+    """GroupNorm (`model.conv_norm=group`) normalises each image by its own statistics: dedup stays exact."""
+    variant, _, norm = variant.partition("+")
+    cfg = load_config("tiny", overrides=[f"model.variant={variant}"] + (["model.conv_norm=group"] if norm else []))
+    if variant == "attributes":
+        return _dedup_check_attributes(cfg)
     model = build_model(cfg, toy_encoder())
     model.eval()  # no dropout noise between the two passes
     batch, bank = toy_inputs(cfg.model.image_size)
@@ -137,6 +141,16 @@ def test_dedup_gives_same_loss_and_gradients(variant: str) -> None:
     assert any(name.startswith("backbone") for name in grads_d) or variant == "late_fusion"
     for name in grads_d:
         torch.testing.assert_close(grads_d[name], grads_p[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _dedup_check_attributes(cfg) -> None:
+    encoder = toy_encoder()
+    encoder.attributes = ["a", "b", "c"]
+    model = build_model(cfg, encoder).eval()
+    batch, _ = toy_inputs(cfg.model.image_size)
+    bank = ImageBank(images=torch.randn(N_IMAGES, 3), categories=torch.tensor([1, 2, 3, 1, 2, 0]))
+    outputs = [model(batch, bank, dedup=dedup)["logit"] for dedup in (True, False)]
+    torch.testing.assert_close(outputs[0], outputs[1])
 
 
 @pytest.mark.parametrize("variant", ["no_image", "cscnn", "se"])

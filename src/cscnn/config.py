@@ -52,6 +52,8 @@ class WorldConfig:
 
 ATTENTION_GATES = ("sigmoid", "scaled", "residual")  # cscnn.models.attention.GATES implements each
 CONV_INITS = ("default", "kaiming")
+CONV_NORMS = ("none", "group")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -61,6 +63,8 @@ class ModelConfig:
     variant: str = "cscnn"
     image_size: int = 64
     stem_stride: int = 4  # stride of the first conv (CNN-F uses 4)
+    # none | group: GroupNorm after every conv (per image, so the per-batch image dedup stays exact)
+    conv_norm: str = "none"
     conv_channels: list[int] = field(default_factory=lambda: [16, 32, 32, 32, 32])
     visual_dim: int = 32
     reduction: int = 4  # channel-attention MLP reduction ratio
@@ -87,6 +91,12 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0  # learning rate rises linearly from 0 over this many optimisation steps
+    # The levers of docs/model.md ("Raising the image path toward its ceiling"), the same for every variant.
+    lr_schedule: str = "constant"  # constant | cosine (to 0 over `epochs`, after the warm-up)
+    cnn_lr_scale: float = 1.0  # the visual part's learning rate = lr x this (the CTR network keeps lr)
+    cnn_weight_decay: float = 0.0  # decoupled (AdamW) weight decay of the visual part only
+    item_id_dropout: float = 0.0  # share of training impressions whose item id is hidden (cold-start practice)
+    ema_decay: float = 0.0  # > 0: validate, test and save an exponential moving average of the weights
     # Keep freed memory for reuse instead of returning it to the system after every step (glibc only; see
     # cscnn.training.allocator): on 2 CPU cores it halves the time of a plain CNN step.
     reuse_freed_memory: bool = True
@@ -211,6 +221,12 @@ class Config:
             ),
             (t.epochs >= 1 and t.batch_size >= 1 and t.patience >= 1, "train.epochs/batch_size/patience must be >= 1"),
             (t.lr > 0 and t.weight_decay >= 0, "train.lr must be > 0 and train.weight_decay >= 0"),
+            (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule={t.lr_schedule!r}: choose one of {LR_SCHEDULES}"),
+            (
+                t.cnn_lr_scale > 0 and t.cnn_weight_decay >= 0 and 0 <= t.item_id_dropout < 1 and 0 <= t.ema_decay < 1,
+                "train.cnn_lr_scale must be > 0, cnn_weight_decay >= 0, item_id_dropout and ema_decay in [0, 1)",
+            ),
+            (m.conv_norm in CONV_NORMS, f"model.conv_norm={m.conv_norm!r}: choose one of {CONV_NORMS}"),
             (t.val_days >= 1 and t.test_days >= 1, "train.val_days and train.test_days must be >= 1"),
             (t.window_days >= 0 and t.num_threads >= 0, "train.window_days and train.num_threads must be >= 0"),
             (t.workers >= 1 and t.nodes >= 1 and t.gpus >= 0, "train.workers, nodes must be >= 1, gpus >= 0"),

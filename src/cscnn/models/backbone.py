@@ -5,9 +5,12 @@ as CNN-F (conv 11x11/4 on 224 px) scaled down. Attention runs on the feature map
 S/2s, S/4s, S/4s, S/4s) before any pooling.
 There is no batch normalisation on purpose: batch statistics would make an image's embedding depend on
 which other images share its batch, which breaks the per-batch image dedup (each unique image once).
+`model.conv_norm=group` puts a GroupNorm after every conv instead: its statistics are each image's own.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -19,6 +22,7 @@ from cscnn.variants import Variant
 
 # ImageNet-like normalisation of uint8 pixels, fixed so that the embedding table and training agree.
 PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
+NORM_GROUPS = 8  # GroupNorm groups (fewer where the channels are not a multiple of 8)
 
 
 def _feature_sizes(image_size: int, stride: int) -> list[int]:
@@ -44,6 +48,10 @@ class VisualBackbone(nn.Module):
         channels = [3, *cfg.conv_channels]
         with seeded(seed):  # the same convolutions for every variant with the same seed
             self.convs = nn.ModuleList(_conv(channels[i], channels[i + 1], i, cfg) for i in range(len(sizes)))
+        self.norms = nn.ModuleList(
+            nn.GroupNorm(math.gcd(NORM_GROUPS, c), c) if cfg.conv_norm == "group" else nn.Identity()
+            for c in channels[1:]
+        )
         build_attention = ATTENTIONS[variant.attention]
         prior_categories = n_categories if variant.category_aware else 0
         with seeded(seed + 1):
@@ -61,8 +69,8 @@ class VisualBackbone(nn.Module):
         # one new tensor, normalised in place: each full-size temporary costs a pass and fresh pages
         x = images.to(torch.float32, copy=True).sub_(PIXEL_MEAN).mul_(1.0 / PIXEL_STD)
         maps: list[Maps] = []
-        for i, (conv, attention) in enumerate(zip(self.convs, self.attentions, strict=True)):
-            x, layer_maps = attention(torch.relu(conv(x)), category)
+        for i, (conv, norm, attention) in enumerate(zip(self.convs, self.norms, self.attentions, strict=True)):
+            x, layer_maps = attention(torch.relu(norm(conv(x))), category)
             maps.append(layer_maps)
             if i in self.pool_after:
                 x = nn.functional.max_pool2d(x, 2)

@@ -27,7 +27,7 @@ from cscnn.data import schema, truth
 from cscnn.data.io import World
 from cscnn.files import atomic_file, write_json
 from cscnn.models import attention, attribute_encoder, backbone, ctr, layers, spatial_conv
-from cscnn.training import checkpoint, features, metrics, probe, scoring, stream, train
+from cscnn.training import checkpoint, features, metrics, probe, recipe, scoring, stream, train
 
 ARRAYS = ("label", "prob", "category", "cold")
 KEY_LENGTH = 16
@@ -44,6 +44,7 @@ RUN_CODE = (
     features,
     metrics,
     probe,
+    recipe,
     scoring,
     stream,
     train,

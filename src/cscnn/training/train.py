@@ -24,6 +24,7 @@ from cscnn.training.checkpoint import build_model, read_card, save_checkpoint
 from cscnn.training.diagnostics import signal_scale
 from cscnn.training.features import AttributeBank, CachedImages, DaySplit, FeatureEncoder, cached_images, split_days
 from cscnn.training.metrics import auc
+from cscnn.training.recipe import ItemIdDropout, WeightAverage, lr_factor, param_groups, set_lr
 from cscnn.training.scoring import score_days
 from cscnn.training.stream import count_rows, fit_encoder, shuffled_batches
 from cscnn.variants import Variant, get_variant
@@ -131,8 +132,7 @@ def train_step(
 
 
 def make_optimizer(model: CTRModel, cfg: Config) -> torch.optim.Optimizer:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    return torch.optim.Adam(param_groups(model, cfg.train), lr=cfg.train.lr)
 
 
 @dataclass
@@ -158,7 +158,10 @@ class Run:
     device: torch.device
     ranks: distributed.Ranks
     rng: np.random.Generator
-    steps: int = 0  # optimisation steps taken so far (the learning-rate warm-up reads it)
+    total_steps: int = 0  # optimisation steps of `train.epochs` epochs (the cosine schedule's length)
+    steps: int = 0  # optimisation steps taken so far (the learning-rate warm-up and schedule read it)
+    dropout: ItemIdDropout | None = None
+    average: WeightAverage | None = None  # `train.ema_decay` > 0
 
     @property
     def source(self) -> ImageSource | None:
@@ -168,12 +171,10 @@ class Run:
 
 def _warm_up(run: Run) -> None:
     """`train.warmup_steps`: the learning rate rises linearly to `train.lr` over the first steps, the same
-    for every variant (attention modules and priors start untrained, and Adam's first steps are large)."""
-    warmup = run.cfg.train.warmup_steps
+    for every variant (attention modules and priors start untrained, and Adam's first steps are large); then
+    `train.lr_schedule`."""
     run.steps += 1
-    if warmup and run.steps <= warmup + 1:
-        for group in run.optimizer.param_groups:
-            group["lr"] = run.cfg.train.lr * min(1.0, run.steps / warmup)
+    set_lr(run.optimizer, lr_factor(run.cfg.train, run.steps, run.total_steps))
 
 
 def run_epoch(run: Run, desc: str, progress: bool) -> dict:
@@ -193,6 +194,7 @@ def run_epoch(run: Run, desc: str, progress: bool) -> dict:
     total = -(-count_rows(prepared.world, prepared.split.train) // cfg.train.batch_size)
     bar = tqdm(batches, total=total, desc=desc, disable=not progress or not run.ranks.is_main, leave=False)
     for global_batch in bar:
+        global_batch = run.dropout(global_batch) if run.dropout else global_batch
         mine = global_batch.take(distributed.local_slice(len(global_batch), run.ranks))
         _warm_up(run)
         loss, n_images = train_step(
@@ -204,6 +206,8 @@ def run_epoch(run: Run, desc: str, progress: bool) -> dict:
             len(global_batch),
             run.ranks.world_size,
         )
+        if run.average is not None:
+            run.average.update()
         losses.append(loss)
         unique_images += n_images
         rows += len(global_batch)
@@ -249,6 +253,9 @@ def train(
             pretrain_backbone(model, prepared, cfg, device, rng)
         engine = _ddp(model, device) if ranks.distributed else model
         run = Run(cfg, prepared, model, engine, make_optimizer(model, cfg), device, ranks, rng)
+        run.total_steps = cfg.train.epochs * -(-count_rows(world, prepared.split.train) // cfg.train.batch_size)
+        run.dropout = ItemIdDropout(cfg.train)
+        run.average = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         result = _fit(run, progress)
         result.wall_seconds = time.perf_counter() - started
         if out is not None:
@@ -263,19 +270,24 @@ def _fit(run: Run, progress: bool) -> TrainResult:
         result.signal_at_start = signal_scale(run.model, run.source, run.device)
     for epoch in range(1, cfg.train.epochs + 1):
         record = run_epoch(run, f"{cfg.model.variant} epoch {epoch}/{cfg.train.epochs}", progress)
+        if run.average is not None:  # judge (and keep) the averaged weights
+            run.average.swap()
         record = {"epoch": epoch, **record, "val_auc": validation_auc(run)}  # the same on every rank
         if run.source is not None:
             record["signal"] = signal_scale(run.model, run.source, run.device)
+        improved = record["val_auc"] > best_auc
+        if improved:
+            best_auc, best_state, stale = record["val_auc"], copy.deepcopy(run.model.state_dict()), 0
+            result.best_epoch = epoch
+        if run.average is not None:
+            run.average.swap()
         result.history.append(record)
         if progress and run.ranks.is_main:
             tqdm.write(
                 f"epoch {epoch}: train_loss={record['train_loss']:.4f} val_auc={record['val_auc']:.4f} "
                 f"({record['seconds']:.1f}s)"
             )
-        if record["val_auc"] > best_auc:
-            best_auc, best_state, stale = record["val_auc"], copy.deepcopy(run.model.state_dict()), 0
-            result.best_epoch = epoch
-        else:
+        if not improved:
             stale += 1
             if stale >= cfg.train.patience:
                 break
