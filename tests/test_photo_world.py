@@ -26,6 +26,7 @@ from cscnn.data.photo_world import (
     generate_photo_world,
 )
 from cscnn.data.photos import CATEGORIES, PHOTOS, STATISTICS, load_photo
+from cscnn.data.truth import read_attributes
 from cscnn.errors import ConfigError, DataContractError
 
 TINY = PhotoWorldConfig(items=200, users=150, days=4, seed=3)
@@ -97,6 +98,36 @@ def test_truth_aligns_with_the_impressions_and_ranks_them(photo_world: dict) -> 
     assert abs(probability.mean() - click.mean()) < 0.04, (probability.mean(), click.mean())
     oracle = photo_world["summary"]["oracle"]
     assert oracle["auc"] == pytest.approx(auc, abs=1e-4) and oracle["cold_start_rows"] > 0
+
+
+def test_the_imported_world_holds_every_item_true_statistics(photo_world: dict) -> None:
+    world = photo_world["world"]
+    items = pd.read_parquet(world / schema.ITEMS_FILE)
+    truth = read_attributes(world, items["item_id"])
+    assert truth.names == STATISTICS and truth.values.shape == (len(items), len(STATISTICS))
+    raw = pd.read_parquet(photo_world["raw"] / "truth" / "items.parquet").set_index("asin")
+    assert np.allclose(truth.visual, raw.loc[items["item_id"], "visual"].to_numpy())
+
+
+def test_shared_photos_cut_every_category_from_the_same_pool_deterministically(tmp_path: Path) -> None:
+    cfg = PhotoWorldConfig(**{**TINY.__dict__, "items": 400, "shared_photos": True})
+    summary = generate_photo_world(cfg, tmp_path / "a")
+    assert summary["config"]["shared_photos"] is True
+    items = pd.read_parquet(tmp_path / "a" / "truth" / "items.parquet")
+    pool = {name for spec in CATEGORIES for name in spec.sources}
+    assert set(items["source"]) == pool
+    for category, sources in items.groupby("category")["source"]:
+        own = set(CATEGORIES[category].sources)
+        assert len(set(sources) - own) >= len(pool) // 3, category  # not its own photographs only
+    generate_photo_world(cfg, tmp_path / "b")
+    assert _raw_bytes(tmp_path / "a") == _raw_bytes(tmp_path / "b")
+    default = pd.read_parquet(photo_world_default_items(tmp_path))
+    assert all(set(s) <= set(CATEGORIES[c].sources) for c, s in default.groupby("category")["source"])
+
+
+def photo_world_default_items(tmp_path: Path) -> Path:
+    generate_photo_world(TINY, tmp_path / "default")
+    return tmp_path / "default" / "truth" / "items.parquet"
 
 
 def test_truth_is_the_same_for_any_row_order(photo_world: dict) -> None:

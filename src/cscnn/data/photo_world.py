@@ -83,6 +83,9 @@ class PhotoWorldConfig:
     new_item_share: float = 0.25  # items launched after the first day (uniform over days 2..N)
     reviews_per_user_day: float = 2.25  # the mean of the users' review rates
     start_day: str = "2014-03-03"
+    # Every category cuts its items from the same pool of photographs (all categories' sources together): the
+    # category cannot be read from the pixels, only which statistic its buyers care about differs.
+    shared_photos: bool = False
 
 
 def check_config(cfg: PhotoWorldConfig) -> None:
@@ -156,7 +159,11 @@ def _draw_items(
     """The catalogue with its latent variables (one row per item) and each item's JPEG bytes."""
     n = cfg.items
     category = rng.permutation(np.arange(n) % len(CATEGORIES))
-    source = np.array([CATEGORIES[c].sources[rng.integers(len(CATEGORIES[c].sources))] for c in category])
+    if cfg.shared_photos:
+        pool = sorted({name for spec in CATEGORIES for name in spec.sources})
+        source = np.array(pool)[rng.integers(len(pool), size=n)]
+    else:
+        source = np.array([CATEGORIES[c].sources[rng.integers(len(CATEGORIES[c].sources))] for c in category])
     new = rng.random(n) < cfg.new_item_share if cfg.days > 1 else np.zeros(n, bool)
     launch_day = np.where(new, rng.integers(1, max(cfg.days, 2), n), 0)
     photos = {name: load_photo(name) for name in sorted(set(source))}

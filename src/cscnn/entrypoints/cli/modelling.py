@@ -93,6 +93,9 @@ def data_photo_amazon(
     new_item_share: Annotated[float, typer.Option(help="Share of items launched after the first day.")] = 0.25,
     reviews_per_user_day: Annotated[float, typer.Option(help="Mean reviews per user and day.")] = 2.25,
     start_day: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2014-03-03",
+    shared_photos: Annotated[
+        bool, typer.Option(help="Every category cuts its items from the same photographs (categories look alike).")
+    ] = False,
     neg_ratio: Annotated[int, typer.Option(help="With --import-to: sampled negatives per review.")] = 4,
     force: Annotated[bool, typer.Option(help="Replace an existing raw folder (and world folder).")] = False,
 ) -> None:
@@ -106,7 +109,9 @@ def data_photo_amazon(
     from cscnn.data.photo_truth import photo_amazon
     from cscnn.data.photo_world import PhotoWorldConfig
 
-    cfg = PhotoWorldConfig(items, users, days, seed, image_size, new_item_share, reviews_per_user_day, start_day)
+    cfg = PhotoWorldConfig(
+        items, users, days, seed, image_size, new_item_share, reviews_per_user_day, start_day, shared_photos
+    )
     try:
         summary = photo_amazon(cfg, out, import_to, neg_ratio, force)
     except CSCNNError as exc:
