@@ -3,7 +3,8 @@ every variant, chosen by *validation* AUC (the test day is only reported), with 
 (`attributes`) and the probe alongside (docs/model.md, "Raising the image path toward its ceiling").
 
 Each setting is one `cscnn compare` (resumable, its runs under docs/results/levers/<world>/<setting>.runs/);
-the summary `docs/results/levers/<world>.md` (+ .json) is rewritten after every setting. Usage (repo root):
+the summary `docs/results/levers/<world>.md` (+ .json) of every setting run on that world so far is rewritten
+after every setting. Usage (repo root):
 
     python benchmarks/levers.py --data data/small --profile small --seeds 1 \\
         --settings base,ema,iddrop0.3,cosine,cnnlr0.3,group,epochs16
@@ -128,13 +129,14 @@ def main() -> None:
     world = open_world(args.data)
     name = args.data.name
     summary_path = args.out / f"{name}.md"
-    rows = []
     for setting in args.settings.split(","):
         cfg = load_config(args.profile, overrides=[*args.overrides, *overrides_of(setting)])
         out = args.out / name / f"{setting}.md"
         command = f"python benchmarks/levers.py {' '.join(sys.argv[1:])}  (setting {setting})"
         compare(world, cfg, args.variants.split(","), list(range(args.seeds)), out, command, resamples=200)
-        rows.append(summarise(setting, json.loads(out.with_suffix(".json").read_text())))
+        rows = [  # every setting run on this world so far, this call's and earlier calls'
+            summarise(path.stem, json.loads(path.read_text())) for path in sorted((args.out / name).glob("*.json"))
+        ]
         header = (
             f"# Training levers on `{name}` (profile {args.profile})\n\n"
             f"`python benchmarks/levers.py {' '.join(sys.argv[1:])}` on {platform.machine()}, {os.cpu_count()} "
@@ -143,7 +145,7 @@ def main() -> None:
         )
         atomic_write_text(summary_path, header + table(rows) + "\n")
         write_json(summary_path.with_suffix(".json"), rows)
-        print(f"== {setting}: criterion {_cell(rows[-1]['criterion'])}", flush=True)
+        print(f"== {setting}: criterion {_cell(next(r for r in rows if r['setting'] == setting)['criterion'])}")
 
 
 if __name__ == "__main__":
