@@ -140,7 +140,8 @@ class RankingService:
         self.holder.stop()
 
     def __is_ready__(self) -> bool:
-        return self.holder.ready
+        """A model is loaded and an in-flight slot is free: with every slot taken a new request would get 429."""
+        return self.holder.ready and not edge.slots_exhausted()
 
     # `async` on purpose: the 1-10 ms of CPU work runs on the event loop. As a sync API it would run in a worker
     # thread, and the GIL hand-offs between that thread and the loop cost more than the work itself (200
