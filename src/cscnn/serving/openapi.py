@@ -26,9 +26,11 @@ _STATUS_TEXT = {
     400: "Malformed request: invalid JSON, a wrong type, a missing or unknown field, a broken rule (`detail`)",
     401: "No bearer token, or not the configured one",
     403: "Admin endpoints are disabled: no token is configured (`CSCNN_ADMIN_TOKEN`)",
+    408: "Body not received within `serve.body_timeout_s`, or too slowly (`serve.min_body_bytes_per_s`)",
     409: "The version the registry names could not be loaded; the old one keeps serving",
     413: "Body over the size limit (16 KiB + 512 B per allowed candidate)",
     415: "Body not sent as application/json",
+    431: "Request head over `serve.max_header_bytes` (64 KiB)",
     429: "Too many requests in flight (`serve.max_concurrency`)",
     500: "Unexpected error (logged with a traceback and the request id)",
     503: "No model loaded yet",
@@ -110,7 +112,7 @@ def openapi_document(request_model: type[RankRequest], title: str = "cscnn-ranke
     )
     body["x-cscnn-rules"] = ITEM_RULES
     error = _component(ErrorBody, schemas, "serialization")
-    traffic = [413, 415, 429, 500, 504]
+    traffic = [408, 413, 415, 429, 431, 500, 504]
     rank = {
         "operationId": "rank",
         "summary": "Rank the candidates for this user and context, best first",

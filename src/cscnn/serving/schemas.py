@@ -202,7 +202,8 @@ class RequestError(CSCNNError):
 
 class ErrorBody(BaseModel):
     """The body of every error answer. A 400 for a malformed request adds pydantic's `detail` list: one entry
-    per problem, with its `loc` (the field's path) and `msg`; the request's values are never echoed."""
+    per problem, with its `loc` (the field's path) and `msg`; the request's values are never echoed (the `loc`
+    of an unknown field is the client's own key)."""
 
     error: str
     detail: list[dict] | None = Field(None, description="400 only: [{type, loc, msg, ...}, ...]")

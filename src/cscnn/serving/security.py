@@ -12,10 +12,13 @@
 The service sends no CORS headers (BentoML's CORS is off), so a browser on another origin cannot read an answer
 or send a preflighted request either.
 
+Each refusal is logged through `RefusalLog`: one line for the first of its kind in a minute, then a count.
+
 `QuietClientErrors` is a logging filter on BentoML's request-error logger: BentoML logs every rejected request
 at ERROR with a traceback whose text carries the request's values (user ids, context). The filter rewrites a
-validation error into one INFO line with the status, the route and the offending field names, and adds the
-request id to any other error (which keeps its traceback).
+validation error into one INFO line with the status, the route and the offending fields by the schema's own
+names (`error_fields`: unknown keys counted, never written), and adds the request id to any other error (which
+keeps its traceback). No text of the request but its sanitised id reaches a log line.
 """
 
 from __future__ import annotations
