@@ -153,6 +153,13 @@ def test_ranker_flags_every_fallback(env, versions) -> None:
     np.testing.assert_allclose(features.dense[:, 0], [features.dense[0, 0], ranker.mean_log_price, np.log1p(12.5)])
     assert ranker.rank(request.model_copy(update={"user": User(id=known_user)})).user_known is True
 
+    # the first deep layer from precomputed item shares scores as the whole network does, fallbacks included
+    with torch.no_grad():
+        whole = ranker.model.score(
+            torch.from_numpy(features.sparse), torch.from_numpy(features.dense), torch.from_numpy(features.visual)
+        )
+    np.testing.assert_allclose(ranker.scores(features), torch.sigmoid(whole).numpy(), rtol=0, atol=1e-6)
+
 
 def test_request_model_names_each_problem() -> None:
     model = request_model(3)
