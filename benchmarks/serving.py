@@ -16,6 +16,18 @@ answer is read; a latency runs from the request's first byte written to the answ
 shared cores that CPU came out of the service's share. Each cell's first answer is checked (200, one item per
 candidate). Candidates and users are drawn from the world's catalogue and users; the catalogue is the world's
 items.parquet.
+
+`--side-by-side` measures one cell (200 candidates x 8 clients by default) against three servers of the same
+`Ranker` in one run, in alternating rounds, so that they share the machine's conditions:
+
+    floor     in-process, one thread: parse the JSON body with the request model, rank, serialise the answer
+    bare      uvicorn alone (`bare_app`, the same workers, body parsing and serialisation; no BentoML)
+    service   the real service (`bentoml serve` of bento/service.py)
+
+and then an open-loop run against bare and service: requests sent at a fixed rate, 80 % of that server's best
+closed-loop throughput, over 16 connections, each latency counted from the moment its request was due, so a
+stalled server shows in the latency of every request that waited for it (a closed loop sends less while it
+stalls: coordinated omission).
 """
 
 from __future__ import annotations
@@ -159,6 +171,221 @@ class HttpxPost:
         await self.client.aclose()
 
 
+async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, connections: int = 16) -> dict:
+    """Requests due at a fixed `rate` for `seconds`, sent by `connections` keep-alive connections: each takes
+    the next due request, waits for its due time if it is early, sends it and reads the answer; a request due
+    while every connection is busy waits for one. Each latency runs from when its request was due to its
+    answer's last byte. (No task per request: the client shares the service's 2 cores.)"""
+    pool = [await RawPost.open(url, connections) for _ in range(connections)]
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    failures, next_due = 0, 0
+    started = time.perf_counter()
+
+    async def sender(connection: RawPost) -> None:
+        nonlocal failures, next_due
+        while next_due < count:
+            n, next_due = next_due, next_due + 1
+            due = started + n / rate
+            if (wait := due - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            status, _ = await connection.post(bodies[n % len(bodies)])
+            if status == 200:
+                latencies.append(time.perf_counter() - due)
+            else:
+                failures += 1
+
+    await asyncio.gather(*(sender(c) for c in pool))
+    wall = time.perf_counter() - started
+    for connection in pool:
+        await connection.close()
+    ms = np.asarray(latencies) * 1e3
+    return {
+        "requests": len(latencies),
+        "failures": failures,
+        "offered_per_s": rate,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "requests_per_s": len(latencies) / wall,
+    }
+
+
+def in_process(ranker, parse, bodies: list[bytes], requests: int) -> dict:
+    """The floor: parse, rank and serialise `requests` bodies back to back in this thread."""
+    latencies = []
+    started = time.perf_counter()
+    for n in range(requests):
+        sent = time.perf_counter()
+        ranker.rank(parse(bodies[n % len(bodies)])).model_dump_json()
+        latencies.append(time.perf_counter() - sent)
+    wall = time.perf_counter() - started
+    ms = np.asarray(latencies) * 1e3
+    return {
+        "requests": requests,
+        "failures": 0,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "requests_per_s": requests / wall,
+    }
+
+
+def load_bare_ranker():
+    """The `Ranker` and request parser that `bare_app` and the floor use, from the service's environment."""
+    from cscnn.serving.ranker import load_ranker
+    from cscnn.serving.schemas import request_model
+
+    torch.set_num_threads(int(os.environ.get("CSCNN_TORCH_THREADS", "1")))
+    ranker = load_ranker(
+        Path(os.environ["CSCNN_MODEL_DIR"]),
+        Path(os.environ["CSCNN_TABLE_DIR"]),
+        catalog_file=Path(os.environ["CSCNN_CATALOG"]),
+    )
+    return ranker, request_model(int(os.environ["CSCNN_BARE_MAX_CANDIDATES"])).model_validate_json
+
+
+def bare_app():
+    """uvicorn factory (`serving:bare_app`): POST any path ranks the body with the same `Ranker`; no BentoML,
+    no middleware. The startup objects are frozen out of the collector's reach, as the service does."""
+    import gc
+
+    from pydantic import ValidationError
+
+    ranker, parse = load_bare_ranker()
+    gc.collect()
+    gc.freeze()
+
+    async def app(scope, receive, send) -> None:
+        body, more = b"", scope["method"] == "POST"
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        status, answer = 200, b"{}"
+        if scope["method"] == "POST":
+            try:
+                answer = ranker.rank(parse(body)).model_dump_json().encode()
+            except ValidationError:
+                status = 400
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
+
+
+class BareServer:
+    """`bare_app` under uvicorn, `workers` processes, on a free local port, as a context manager (url)."""
+
+    def __init__(self, env: dict[str, str], workers: int) -> None:
+        self.env, self.workers = env, workers
+
+    def __enter__(self) -> str:
+        import subprocess
+
+        from cscnn.tools.packaging import free_port
+
+        port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "serving:bare_app",
+            "--factory",
+            "--app-dir",
+            str(ROOT / "benchmarks"),
+        ]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(self.workers)]
+        command += ["--no-access-log", "--lifespan", "off", "--log-level", "warning"]
+        self.proc = subprocess.Popen(command, env=self.env, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url, timeout=2)
+                return url
+            except httpx.TransportError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the bare server exited with {self.proc.returncode}") from None
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError("the bare server did not answer within 120 s")
+
+    def __exit__(self, *_exc) -> None:
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def side_by_side(args: argparse.Namespace, bodies: dict[int, list[bytes]]) -> list[dict]:
+    """Floor, bare and service on one cell, `args.rounds` alternating rounds, then the open-loop runs."""
+    size, clients = args.sizes[0], args.concurrency[0]
+    env = service_env(args, "table")
+    env["CSCNN_BARE_MAX_CANDIDATES"] = str(max(args.sizes))
+    os.environ.update({k: env[k] for k in ("CSCNN_MODEL_DIR", "CSCNN_TABLE_DIR", "CSCNN_CATALOG")})
+    os.environ["CSCNN_BARE_MAX_CANDIDATES"] = env["CSCNN_BARE_MAX_CANDIDATES"]
+    ranker, parse = load_bare_ranker()
+    rows = []
+
+    def record(server: str, row: dict, mode: str = "closed") -> None:
+        row.update(server=server, mode=mode, candidates=size, concurrency=clients)
+        rows.append(row)
+        print(
+            f"{server:8s} {mode:6s} p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
+            f"{row['requests_per_s']:8.1f} req/s  ({row['requests']} requests, {row['failures']} failed)",
+            flush=True,
+        )
+
+    with (
+        BentoServer(SERVICE, bentoml_env(args.bentoml_home, env), ROOT / "bento", timeout=300) as (service, _r, _l),
+        BareServer(bentoml_env(None, env), args.workers) as bare,
+    ):
+        for url in (service, bare):
+            run_loop(load(url, bodies[size], 1, args.warmup, 60))
+        in_process(ranker, parse, bodies[size], args.warmup)
+        for _ in range(args.rounds):
+            record("floor", in_process(ranker, parse, bodies[size], args.requests))
+            for server, url in (("bare", bare), ("service", service)):
+                record(server, run_loop(load(url, bodies[size], clients, args.requests, args.seconds)))
+        for server, url in (("bare", bare), ("service", service)):
+            best = max(r["requests_per_s"] for r in rows if r["server"] == server)
+            record(server, run_loop(open_loop(url, bodies[size], 0.8 * best, args.open_seconds)), mode="open")
+    return rows
+
+
+def side_by_side_markdown(rows: list[dict]) -> str:
+    """One line per server and mode: the median round of the closed loop, and the ratios to bare and floor."""
+
+    def median_round(server: str, mode: str) -> dict:
+        runs = sorted(
+            (r for r in rows if r["server"] == server and r["mode"] == mode), key=lambda r: r["requests_per_s"]
+        )
+        return runs[len(runs) // 2]
+
+    floor, bare = median_round("floor", "closed"), median_round("bare", "closed")
+    lines = [
+        "| server | loop | p50 ms | p99 ms | p99/p50 | req/s | ÷ bare | ÷ floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for server, mode in (
+        ("floor", "closed"),
+        ("bare", "closed"),
+        ("service", "closed"),
+        ("bare", "open"),
+        ("service", "open"),
+    ):
+        r = median_round(server, mode)
+        loop = "closed" if mode == "closed" else f"open, {r['offered_per_s']:,.0f}/s offered"
+        lines.append(
+            f"| {server} | {loop} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p99_ms'] / r['p50_ms']:.1f} | "
+            f"{r['requests_per_s']:,.0f} | {r['requests_per_s'] / bare['requests_per_s']:.2f} | "
+            f"{r['requests_per_s'] / floor['requests_per_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def run_loop(coroutine):
     """Run the client on uvloop when it is installed (it comes with BentoML's uvicorn), else on asyncio's loop."""
     try:
@@ -168,8 +395,8 @@ def run_loop(coroutine):
     return uvloop.run(coroutine)
 
 
-def run_variant(args: argparse.Namespace, variant: str, bodies: dict[int, list[bytes]]) -> tuple[float, list[dict]]:
-    env = {
+def service_env(args: argparse.Namespace, variant: str) -> dict[str, str]:
+    return {
         "CSCNN_MODEL_DIR": str(args.model.resolve()),
         "CSCNN_TABLE_DIR": str(args.table.resolve()),
         "CSCNN_CATALOG": str((args.data / schema.ITEMS_FILE).resolve()),
@@ -179,6 +406,10 @@ def run_variant(args: argparse.Namespace, variant: str, bodies: dict[int, list[b
         "CSCNN_SERVE_WORKERS": str(args.workers),
         "BENTOML_HOME": str(args.bentoml_home),
     }
+
+
+def run_variant(args: argparse.Namespace, variant: str, bodies: dict[int, list[bytes]]) -> tuple[float, list[dict]]:
+    env = service_env(args, variant)
     rows = []
     with BentoServer(SERVICE, bentoml_env(args.bentoml_home, env), ROOT / "bento", timeout=300) as (url, ready, _log):
         for size in args.sizes:
@@ -217,6 +448,18 @@ def markdown(rows: list[dict], sizes: list[int], concurrency: list[int]) -> str:
     return "\n".join(lines)
 
 
+def machine(args: argparse.Namespace) -> dict:
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "service_torch_threads": args.torch_threads,
+        "service_workers": args.workers,
+        "client": args.client,
+        "load_average_1_5_15_after": os.getloadavg(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "small", help="world folder")
@@ -232,13 +475,31 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES), help="candidates per request")
     parser.add_argument("--concurrency", nargs="+", type=int, default=list(CONCURRENCY), help="concurrent clients")
+    parser.add_argument("--side-by-side", action="store_true", help="floor, bare and service on one cell")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (--side-by-side)")
+    parser.add_argument("--open-seconds", type=float, default=10.0, help="open-loop run length (--side-by-side)")
     parser.add_argument("--bentoml-home", type=Path, default=Path("/tmp/cscnn-bench-bentoml"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args()
 
     load_before = os.getloadavg()
     rng = np.random.default_rng(0)
+    if args.side_by_side:
+        args.sizes = args.sizes if args.sizes != list(SIZES) else [200]
+        args.concurrency = args.concurrency if args.concurrency != list(CONCURRENCY) else [8]
     bodies = {size: payloads(args.data, size, 64, rng) for size in args.sizes}
+    if args.side_by_side:
+        rows = side_by_side(args, bodies)
+        print()
+        print(side_by_side_markdown(rows))
+        report = {"command": "python benchmarks/serving.py " + " ".join(sys.argv[1:]), "machine": machine(args)}
+        report["load_average_1_5_15_before"] = load_before
+        report["results"] = rows
+        out = args.out.with_name(args.out.stem + "-side-by-side.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nsaved {out}")
+        return
     results, ready = [], {}
     for variant in args.variants:
         ready[variant], rows = run_variant(args, variant, bodies)
@@ -247,16 +508,7 @@ def main() -> None:
     print(markdown(results, args.sizes, args.concurrency))
     report = {
         "command": "python benchmarks/serving.py " + " ".join(sys.argv[1:]),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "service_torch_threads": args.torch_threads,
-            "service_workers": args.workers,
-            "client": args.client,
-            "load_average_1_5_15_before": load_before,
-            "load_average_1_5_15_after": os.getloadavg(),
-        },
+        "machine": {**machine(args), "load_average_1_5_15_before": load_before},
         "variants": {v: VARIANTS[v] for v in args.variants},
         "seconds_to_ready": ready,
         "results": results,

@@ -2,7 +2,7 @@
 
     POST /rank            rank a request's candidates by predicted click probability (see bento/README.md)
     POST /admin/reload    ask the registry now instead of waiting for the next poll (bearer token: CSCNN_ADMIN_TOKEN)
-    GET  /readyz          200 once a model is loaded, 503 before
+    GET  /readyz          200 once a model is loaded and an in-flight slot is free, 503 otherwise
     GET  /livez, /healthz 200 while the process answers
     GET  /metrics         Prometheus: BentoML's request metrics plus cscnn_served_model{version,...}
     GET  /docs.json       the OpenAPI document (cscnn.serving.openapi)
@@ -140,7 +140,8 @@ class RankingService:
         self.holder.stop()
 
     def __is_ready__(self) -> bool:
-        return self.holder.ready
+        """A model is loaded and an in-flight slot is free: with every slot taken a new request would get 429."""
+        return self.holder.ready and not edge.slots_exhausted()
 
     # `async` on purpose: the 1-10 ms of CPU work runs on the event loop. As a sync API it would run in a worker
     # thread, and the GIL hand-offs between that thread and the loop cost more than the work itself (200

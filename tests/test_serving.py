@@ -153,6 +153,13 @@ def test_ranker_flags_every_fallback(env, versions) -> None:
     np.testing.assert_allclose(features.dense[:, 0], [features.dense[0, 0], ranker.mean_log_price, np.log1p(12.5)])
     assert ranker.rank(request.model_copy(update={"user": User(id=known_user)})).user_known is True
 
+    # the first deep layer from precomputed item shares scores as the whole network does, fallbacks included
+    with torch.no_grad():
+        whole = ranker.model.score(
+            torch.from_numpy(features.sparse), torch.from_numpy(features.dense), torch.from_numpy(features.visual)
+        )
+    np.testing.assert_allclose(ranker.scores(features), torch.sigmoid(whole).numpy(), rtol=0, atol=1e-6)
+
 
 def test_request_model_names_each_problem() -> None:
     model = request_model(3)
@@ -160,7 +167,7 @@ def test_request_model_names_each_problem() -> None:
     assert model.model_validate(ok).candidates == ["a", "b"]
     for body, message in [
         (request_body(["a", "b", "c", "d"]), "at most 3 items"),
-        (request_body(["a", "a"]), "duplicate candidate ids \\['a'\\]"),
+        (request_body(["a", "b", "a"]), "candidates at positions \\[2\\] repeat an earlier id"),
         ({**ok, "context": {"device": "mobile", "hour": 9, "ts": "2026-01-01T00:00:00Z"}}, "either 'hour' or 'ts'"),
     ]:
         with pytest.raises(ValidationError, match=message):
@@ -250,7 +257,7 @@ BAD_REQUESTS = [
     ("NaN price", request_body(["a"], items=[{"item_id": "a", "category": "c", "price": float("nan")}]), 400, "finite"),
     ("infinite price", request_body(["a"], items=[{"item_id": "a", "category": "c", "price": 1e999}]), 400, "finite"),
     ("negative price", request_body(["a"], items=[{"item_id": "a", "category": "c", "price": -1.0}]), 400, "greater"),
-    ("duplicate ids", request_body(["a", "b", "a"]), 400, "duplicate candidate ids"),
+    ("duplicate ids", request_body(["a", "b", "a"]), 400, "positions [2] repeat an earlier id"),
     ("stray features", request_body(["a"], items=[{"item_id": "b", "category": "c"}]), 400, "not among the candidates"),
     ("missing user", {"context": {"device": "m"}, "candidates": ["a"]}, 400, "Field required"),
     ("unknown field", request_body(["a"], candidate_ids=["a"]), 400, "Extra inputs are not permitted"),

@@ -153,9 +153,14 @@ class ServeConfig:
     max_concurrency: int = 64  # requests in flight per service, shared by its workers; 429 beyond
     request_timeout_s: float = 30.0  # a request not answered by then gets 504
     header_timeout_s: float = 10.0  # a connection must send a whole request head within this, or it is closed
+    body_timeout_s: float = 10.0  # a request body must arrive whole within this of its head, or 408
+    min_body_bytes_per_s: int = 1024  # ... and, after its first second, at this average rate at least, or 408
     keepalive_timeout_s: int = 5  # an idle keep-alive connection is closed after this
-    max_connections: int = 256  # open connections per worker; more are closed at once
-    max_header_bytes: int = 65_536  # a request head (request line + headers) larger than this closes the connection
+    # Open connections per worker; more are closed at once. A connection that is still sending its request holds
+    # no in-flight slot (only its buffer, at most the body limit), so this is above any slow-client count that
+    # should leave ranking up (256, tests/test_serving_edge.py).
+    max_connections: int = 512
+    max_header_bytes: int = 65_536  # a request head (request line + headers) larger than this gets 431
 
 
 @dataclass
@@ -258,7 +263,8 @@ class Config:
             (self.serve.poll_seconds >= 0, "serve.poll_seconds must be >= 0"),
             (
                 min(self.serve.max_concurrency, self.serve.max_connections, self.serve.max_header_bytes) >= 1
-                and min(self.serve.request_timeout_s, self.serve.header_timeout_s, self.serve.keepalive_timeout_s) > 0,
+                and min(self.serve.request_timeout_s, self.serve.header_timeout_s, self.serve.keepalive_timeout_s) > 0
+                and min(self.serve.body_timeout_s, self.serve.min_body_bytes_per_s) > 0,
                 "serve: the traffic and connection limits must be > 0",
             ),
         ]

@@ -127,12 +127,21 @@ class CTRModel(nn.Module):
 
     def score(self, sparse: torch.Tensor, dense: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
         """The CTR network alone (what serving runs): logits [B] from features and visual vectors."""
+        x0 = self.ctr_input(sparse, dense, visual)
+        return self.head(x0, self.deep(x0))
+
+    def ctr_input(self, sparse: torch.Tensor, dense: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
+        """x0 of the CTR network: each sparse feature's embedding (in `SPARSE_FEATURES` order), the dense
+        features, the visual vector."""
         parts = [emb(sparse[:, i]) for i, emb in enumerate(self.embeddings)]
         parts.append(dense)
         if visual is not None:
             parts.append(visual)
-        x0 = torch.cat(parts, dim=1)
-        return self.out(torch.cat([self.cross(x0), self.deep(x0)], dim=1)).squeeze(1)
+        return torch.cat(parts, dim=1)
+
+    def head(self, x0: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+        """Logits [B] from x0 and the deep network's output (the ranker computes the latter its own way)."""
+        return self.out(torch.cat([self.cross(x0), deep], dim=1)).squeeze(1)
 
     def visual_for(self, batch: Batch, bank: ImageSource, dedup: bool = True, return_attention: bool = False) -> dict:
         """Visual vectors of a batch's items. With `dedup`, each unique image goes through the CNN once and

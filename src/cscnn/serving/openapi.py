@@ -6,8 +6,9 @@ string, leaves out 401/403/409/413/415/429/503/504, and writes nullable fields i
 have; a schema-driven client or fuzzer then disagrees with the service.
 
 What OpenAPI can say, it says: the candidate limit (`maxItems`), each candidate once (`uniqueItems`), `hour`
-and `ts` not both (`not: {required: [hour, ts]}`), no unknown fields. Two rules it cannot say are in the
-descriptions and answered with 400: each `items[].item_id` once, and only ids that are candidates.
+and `ts` not both (`not: {required: [hour, ts]}`), no unknown fields. Two rules it cannot say, each
+`items[].item_id` among the candidates and each once, are in the request's description, in words, and in the
+extension `x-cscnn-rules` (`ITEM_RULES`), so a client or a fuzzer can read them; both are answered with 400.
 """
 
 from __future__ import annotations
@@ -25,14 +26,31 @@ _STATUS_TEXT = {
     400: "Malformed request: invalid JSON, a wrong type, a missing or unknown field, a broken rule (`detail`)",
     401: "No bearer token, or not the configured one",
     403: "Admin endpoints are disabled: no token is configured (`CSCNN_ADMIN_TOKEN`)",
+    408: "Body not received within `serve.body_timeout_s`, or too slowly (`serve.min_body_bytes_per_s`)",
     409: "The version the registry names could not be loaded; the old one keeps serving",
     413: "Body over the size limit (16 KiB + 512 B per allowed candidate)",
     415: "Body not sent as application/json",
+    431: "Request head over `serve.max_header_bytes` (64 KiB)",
     429: "Too many requests in flight (`serve.max_concurrency`)",
     500: "Unexpected error (logged with a traceback and the request id)",
     503: "No model loaded yet",
     504: "Not answered within `serve.request_timeout_s`",
 }
+
+
+ITEM_RULES = [
+    {
+        "rule": "items-among-candidates",
+        "path": "items[].item_id",
+        "among": "candidates",
+        "description": "every items[].item_id is one of the request's candidates",
+    },
+    {
+        "rule": "items-unique",
+        "path": "items[].item_id",
+        "description": "each items[].item_id appears once in items",
+    },
+]
 
 
 def _oas30(node: Any) -> Any:
@@ -86,8 +104,15 @@ def openapi_document(request_model: type[RankRequest], title: str = "cscnn-ranke
     schemas: dict[str, Any] = {}
     request = _component(request_model, schemas, "validation")
     schemas["Context"]["not"] = {"required": ["hour", "ts"]}  # here: BentoML's own schema model has no `not`
+    body = schemas[request["$ref"].rsplit("/", 1)[1]]
+    body["description"] = (
+        "Two rules beyond this schema, answered with 400: "
+        + "; ".join(rule["description"] for rule in ITEM_RULES)
+        + " (also in `x-cscnn-rules`)."
+    )
+    body["x-cscnn-rules"] = ITEM_RULES
     error = _component(ErrorBody, schemas, "serialization")
-    traffic = [413, 415, 429, 500, 504]
+    traffic = [408, 413, 415, 429, 431, 500, 504]
     rank = {
         "operationId": "rank",
         "summary": "Rank the candidates for this user and context, best first",

@@ -48,6 +48,7 @@ CATALOG = schema.TableSpec(
 )
 _COLUMN = {name: i for i, name in enumerate(schema.SPARSE_FEATURES)}
 _SCALAR = ("user_id", "age_group", "gender", "device", "hour", "position")  # one value per request
+_PER_REQUEST_FLAGS = NOT_IN_CATALOGUE | REQUEST_FEATURES  # an item whose inputs are not its catalogue row's
 
 
 @dataclass
@@ -104,6 +105,11 @@ class Ranker:
             vectors, found = table.lookup(catalog["item_id"].to_numpy(), catalog["category"].to_numpy())
             self._visual = np.vstack([vectors, table.category_vectors[:1]]).astype(np.float32)
             self._in_table[:-1] = found
+        self._first_layer: FirstLayerShares | None = None
+        if images is None and len(self.model.deep) and isinstance(self.model.deep[0], torch.nn.Linear):
+            self._first_layer = FirstLayerShares(
+                self.model, self._item_code, self._category, self._brand, self._log_price, self._visual
+            )
 
     def _token(self, feature: str, value: str | None) -> int:
         return self._tokens[feature].get(UNKNOWN if value is None else value, 0)
@@ -154,8 +160,12 @@ class Ranker:
             present = rows < self._n_catalog
             images, categories = self.images.images[rows[present]], self.images.categories[rows[present]]
             visual[present] = self.model.encode_images(images, categories)["visual"]
-        logits = self.model.score(torch.from_numpy(features.sparse), torch.from_numpy(features.dense), visual)
-        return torch.sigmoid(logits).numpy()
+        sparse, dense = torch.from_numpy(features.sparse), torch.from_numpy(features.dense)
+        if self._first_layer is None:
+            return torch.sigmoid(self.model.score(sparse, dense, visual)).numpy()
+        x0 = self.model.ctr_input(sparse, dense, visual)
+        hidden = self._first_layer(x0, features)
+        return torch.sigmoid(self.model.head(x0, self.model.deep[1:](hidden))).numpy()
 
     def rank(self, request: RankRequest) -> RankResponse:
         features = self.features(request)
@@ -169,6 +179,49 @@ class Ranker:
         user_known = bool(features.sparse[0, _COLUMN["user_id"]] != 0)
         # Built, not validated: every field is made here from typed arrays (validating 1,000 items cost 0.16 ms).
         return RankResponse.model_construct(model=self.served, user_known=user_known, items=items)
+
+
+class FirstLayerShares:
+    """The first deep layer, split by the columns of x0 it reads: the item's (its id, category and brand
+    embeddings, log-price, visual vector) and the request's (user, context, position). Every catalogue item's
+    share, W_item . x0_item, is computed once at load time; a request computes its own share once, for one row,
+    and each candidate adds the two, instead of multiplying all of x0 [B, 177] by W [177, 256] per request
+    (0.31 of 0.86 ms at 200 candidates, the `small` model). An item whose inputs are not its catalogue row's
+    (not in the catalogue, or described by the request) gets its share computed from its own x0. The sums run
+    in another order than one matrix product: the scores agree to float32 rounding
+    (tests/test_serving.py)."""
+
+    ITEM_FEATURES = ("item_id", "category", "brand")
+
+    def __init__(self, model: CTRModel, item_code, category, brand, log_price, visual) -> None:
+        width = model.embeddings[0].embedding_dim
+        item_columns = [c for f in self.ITEM_FEATURES for c in range(_COLUMN[f] * width, (_COLUMN[f] + 1) * width)]
+        n_in = model.deep[0].in_features
+        item_columns += list(range(len(schema.SPARSE_FEATURES) * width, n_in))  # dense features, visual vector
+        self.item = torch.tensor(item_columns)
+        self.request = torch.tensor(sorted(set(range(n_in)) - set(item_columns)))
+        weight, self.bias = model.deep[0].weight.detach(), model.deep[0].bias.detach()
+        self.item_weight = weight[:, self.item].T.contiguous()
+        self.request_weight = weight[:, self.request].T.contiguous()
+        sparse = np.zeros((len(item_code), len(schema.SPARSE_FEATURES)), dtype=np.int64)
+        for feature, codes in zip(self.ITEM_FEATURES, (item_code, category, brand), strict=True):
+            sparse[:, _COLUMN[feature]] = codes
+        with torch.inference_mode():
+            x0 = model.ctr_input(
+                torch.from_numpy(sparse),
+                torch.from_numpy(log_price[:, None]),
+                None if visual is None else torch.from_numpy(visual),
+            )
+            self.catalogue = x0[:, self.item] @ self.item_weight  # [catalogue + 1, width of the layer]
+
+    def __call__(self, x0: torch.Tensor, features: Features) -> torch.Tensor:
+        """The first deep layer's output (before its ReLU) for x0 [B, in] of a request's candidates."""
+        shares = self.catalogue[torch.from_numpy(features.rows)]
+        own = np.flatnonzero(features.flags & _PER_REQUEST_FLAGS)
+        if len(own):
+            at = torch.from_numpy(own)
+            shares[at] = x0[at][:, self.item] @ self.item_weight
+        return shares + (x0[:1, self.request] @ self.request_weight + self.bias)
 
 
 def _codes(vocab: pd.Index, values) -> np.ndarray:

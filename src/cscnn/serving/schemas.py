@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import (
     AwareDatetime,
@@ -69,6 +70,18 @@ class Context(_Strict):
     hour: int | None = Field(None, ge=0, le=23, description="UTC hour of the request")
     ts: AwareDatetime | None = Field(None, description="request time with a time zone (instead of `hour`)")
 
+    @field_validator("ts")
+    @classmethod
+    def _representable_in_utc(cls, ts: dt.datetime | None) -> dt.datetime | None:
+        """A time whose offset moves it before year 1 or after year 9999 in UTC ("0001-01-01T00:00:00+23:59")
+        parses, but has no UTC hour: `astimezone` would raise OverflowError (a 500) when it is ranked."""
+        if ts is not None:
+            try:
+                ts.astimezone(dt.UTC)
+            except OverflowError:
+                raise ValueError("the time falls outside years 1 to 9999 once converted to UTC") from None
+        return ts
+
     @model_validator(mode="after")
     def _one_time(self) -> Context:
         if {"hour", "ts"} <= self.model_fields_set:
@@ -100,26 +113,32 @@ class RankRequest(_Strict):
     )
     items: list[ItemFeatures] = Field(default_factory=list, description="optional features of some candidates")
 
+    # The rule errors name positions, never ids: an answer repeats nothing of the request (bento/README.md).
     @field_validator("candidates")
     @classmethod
     def _unique(cls, ids: list[str]) -> list[str]:
         if len(set(ids)) != len(ids):
-            seen = pd.Index(ids)
-            duplicated = sorted(set(seen[seen.duplicated()]))
-            raise ValueError(f"duplicate candidate ids {duplicated[:10]} (each candidate must appear once)")
+            repeats = np.flatnonzero(pd.Index(ids).duplicated()).tolist()
+            raise ValueError(f"candidates at positions {repeats[:10]} repeat an earlier id (each candidate once)")
         return ids
 
     @model_validator(mode="after")
     def _items_are_candidates(self) -> RankRequest:
         if not self.items:
             return self
-        ids = [item.item_id for item in self.items]
-        stray = sorted(set(ids) - set(self.candidates))
+        ids = pd.Index([item.item_id for item in self.items])
+        stray = np.flatnonzero(~ids.isin(self.candidates)).tolist()
         if stray:
-            raise ValueError(f"items {stray[:10]} are not among the candidates")
-        if len(set(ids)) != len(ids):
-            raise ValueError("an item id appears twice in 'items'")
+            raise ValueError(f"items at positions {stray[:10]} have an item_id that is not among the candidates")
+        if ids.has_duplicates:
+            repeats = np.flatnonzero(ids.duplicated()).tolist()
+            raise ValueError(f"items at positions {repeats[:10]} repeat an earlier item_id (each item once)")
         return self
+
+
+# The only names a log line may use for a request's fields (`cscnn.serving.security.error_fields`): a key that
+# is not one of them is the client's own text.
+FIELD_NAMES = frozenset(name for model in (RankRequest, User, Context, ItemFeatures) for name in model.model_fields)
 
 
 def request_model(max_candidates: int) -> type[RankRequest]:
@@ -183,7 +202,8 @@ class RequestError(CSCNNError):
 
 class ErrorBody(BaseModel):
     """The body of every error answer. A 400 for a malformed request adds pydantic's `detail` list: one entry
-    per problem, with its `loc` (the field's path) and `msg`; the request's values are never echoed."""
+    per problem, with its `loc` (the field's path) and `msg`; the request's values are never echoed (the `loc`
+    of an unknown field is the client's own key)."""
 
     error: str
     detail: list[dict] | None = Field(None, description="400 only: [{type, loc, msg, ...}, ...]")

@@ -12,14 +12,18 @@
 The service sends no CORS headers (BentoML's CORS is off), so a browser on another origin cannot read an answer
 or send a preflighted request either.
 
+Each refusal is logged through `RefusalLog`: one line for the first of its kind in a minute, then a count.
+
 `QuietClientErrors` is a logging filter on BentoML's request-error logger: BentoML logs every rejected request
 at ERROR with a traceback whose text carries the request's values (user ids, context). The filter rewrites a
-validation error into one INFO line with the status, the route and the offending field names, and adds the
-request id to any other error (which keeps its traceback).
+validation error into one INFO line with the status, the route and the offending fields by the schema's own
+names (`error_fields`: unknown keys counted, never written), and adds the request id to any other error (which
+keeps its traceback). No text of the request but its sanitised id reaches a log line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hmac
 import json
@@ -34,6 +38,7 @@ MIN_TOKEN_LENGTH = 16
 REQUEST_ID_HEADER = "x-request-id"
 BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"  # where BentoML's `log_exception` writes
 JSON_TYPES = frozenset({"application/json"})
+REFUSAL_LOG_INTERVAL_S = 60.0  # one log line per kind of refusal and interval (`RefusalLog`)
 
 _REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("cscnn_request_id", default="-")
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -83,8 +88,10 @@ class RequestGuard:
         admin_routes: Iterable[str],
         openapi: Callable[[], dict],
         token: str | None = None,
+        refusal_log_interval_s: float = REFUSAL_LOG_INTERVAL_S,
     ) -> None:
         self.app = app
+        self.refusals = RefusalLog(refusal_log_interval_s)
         self.api_routes = frozenset(api_routes)
         self.admin_routes = frozenset(admin_routes)
         self.token = token
@@ -109,10 +116,7 @@ class RequestGuard:
             refusal = self.refusal(scope["method"], scope["path"], headers)
             if refusal is not None:
                 status, body, extra = refusal
-                level = logging.WARNING if status in (401, 403) else logging.INFO
-                log.log(
-                    level, "%d %s %s: %s (request_id=%s)", status, scope["method"], scope["path"], body.decode(), rid
-                )
+                self.refusals.refused(status, scope["method"], scope["path"], body.decode(), rid)
                 await self.answer(send_with_id, status, body, extra)
             elif scope["method"] in ("GET", "HEAD") and scope["path"] == "/docs.json":
                 await self.answer(send_with_id, 200, self.openapi_body())
@@ -149,6 +153,40 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
 
+class RefusalLog:
+    """The guard's refusals in the log: the first of each kind (status, method, route) is one line, the rest of
+    its interval are one count at the interval's end. One line per request let any client grow the log on
+    demand (7,581 WARNING lines for as many anonymous `/admin/reload` calls in one fuzzing run). The keys are
+    the guard's own routes, so there are a handful at most."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._counts: dict[tuple[int, str, str], int] = {}
+
+    def refused(self, status: int, method: str, path: str, message: str, rid: str) -> None:
+        key = (status, method, path)
+        if key in self._counts:
+            self._counts[key] += 1
+            return
+        log.log(_level(status), "%d %s %s: %s (request_id=%s)", status, method, path, message, rid)
+        self._open(key)
+
+    def _open(self, key: tuple[int, str, str]) -> None:
+        self._counts[key] = 0
+        asyncio.get_running_loop().call_later(self.interval_s, self._close, key)
+
+    def _close(self, key: tuple[int, str, str]) -> None:
+        count = self._counts.pop(key, 0)
+        if count:
+            status, method, path = key
+            log.log(_level(status), "%d %s %s: %d more in the last %g s", status, method, path, count, self.interval_s)
+            self._open(key)  # still under way: keep counting
+
+
+def _level(status: int) -> int:
+    return logging.WARNING if status in (401, 403) else logging.INFO
+
+
 def _error(status: int, message: str, www_authenticate: bool = False) -> tuple[int, bytes, list]:
     extra = [(b"www-authenticate", b'Bearer realm="cscnn-admin"')] if www_authenticate else []
     return status, error_body(message), extra
@@ -162,17 +200,32 @@ def error_body(message: str) -> bytes:
 # --- logs -------------------------------------------------------------------------------------------------------
 
 MAX_LOGGED_FIELDS = 5
-MAX_FIELD_CHARS = 64
 
 
 def error_fields(exc) -> str:
-    """The offending fields of a pydantic ValidationError, e.g. 'candidates, context.hour' (names only)."""
-    fields = []
-    for error in exc.errors(include_input=False, include_context=False, include_url=False)[:MAX_LOGGED_FIELDS]:
-        loc = ".".join(str(part)[:MAX_FIELD_CHARS] for part in error["loc"]) or "(body)"
-        fields.append(f"{loc} [{error['type']}]")
-    more = exc.error_count() - len(fields)
-    return ", ".join(fields) + (f" and {more} more" if more > 0 else "")
+    """The offending fields of a pydantic ValidationError by the schema's own names, e.g. 'candidates [too_long],
+    context.hour [less_than_equal]'. A key the client made up is counted, never written: it is the client's own
+    text (an e-mail address, or a newline that forges a log line); a path part that is not a field of the
+    request models (`FIELD_NAMES`) or a list index is written as '?'."""
+    from cscnn.serving.schemas import FIELD_NAMES
+
+    fields, unknown = [], 0
+    for error in exc.errors(include_input=False, include_context=False, include_url=False):
+        if error["type"] == "extra_forbidden":
+            unknown += 1
+            continue
+        parts = [str(part) if isinstance(part, int) or part in FIELD_NAMES else "?" for part in error["loc"]]
+        kind = error["type"] if _ERROR_TYPE.fullmatch(error["type"]) else "?"
+        fields.append(f"{'.'.join(parts) or '(body)'} [{kind}]")
+    shown = fields[:MAX_LOGGED_FIELDS]
+    if len(fields) > len(shown):
+        shown.append(f"{len(fields) - len(shown)} more")
+    if unknown:
+        shown.append(f"{unknown} unknown field{'s' if unknown > 1 else ''} [extra_forbidden]")
+    return ", ".join(shown)
+
+
+_ERROR_TYPE = re.compile(r"[a-z_]{1,64}")  # pydantic's error types: 'missing', 'less_than_equal', ...
 
 
 class QuietClientErrors(logging.Filter):
