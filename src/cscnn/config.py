@@ -245,20 +245,6 @@ class Config:
                 f"train.workers x train.nodes = {t.workers * t.nodes} is larger than train.batch_size="
                 f"{t.batch_size}: every worker takes a share of each global batch, so some would get no rows",
             ),
-            (
-                0 <= self.validation.min_rows <= self.validation.max_rows,
-                "validation.min_rows must be >= 0 and <= validation.max_rows",
-            ),
-            (
-                0.0 <= self.validation.min_ctr <= self.validation.max_ctr <= 1.0,
-                "validation.min_ctr <= validation.max_ctr must lie in [0, 1]",
-            ),
-            (self.validation.max_category_drift >= 0, "validation.max_category_drift must be >= 0"),
-            (0.0 <= self.gate.auc_floor <= 1.0, "gate.auc_floor must lie in [0, 1]"),
-            (
-                self.gate.max_auc_drop >= 0 and self.gate.max_category_drop >= 0,
-                "gate.max_auc_drop and gate.max_category_drop must be >= 0",
-            ),
             (self.serve.max_candidates >= 1, "serve.max_candidates must be >= 1"),
             (self.serve.poll_seconds >= 0, "serve.poll_seconds must be >= 0"),
             (
@@ -268,10 +254,23 @@ class Config:
                 "serve: the traffic and connection limits must be > 0",
             ),
         ]
-        for ok, message in checks + _online_checks(self.online):
+        for ok, message in checks + _loop_checks(self.validation, self.gate) + _online_checks(self.online):
             if not ok:
                 raise ConfigError(message)
         return self
+
+
+def _loop_checks(v: ValidationConfig, g: GateConfig) -> list[tuple[bool, str]]:
+    return [
+        (0 <= v.min_rows <= v.max_rows, "validation.min_rows must be >= 0 and <= validation.max_rows"),
+        (0.0 <= v.min_ctr <= v.max_ctr <= 1.0, "validation.min_ctr <= validation.max_ctr must lie in [0, 1]"),
+        (v.max_category_drift >= 0, "validation.max_category_drift must be >= 0"),
+        (0.0 <= g.auc_floor <= 1.0, "gate.auc_floor must lie in [0, 1]"),
+        (
+            g.max_auc_drop >= 0 and g.max_category_drop >= 0,
+            "gate.max_auc_drop and gate.max_category_drop must be >= 0",
+        ),
+    ]
 
 
 def _online_checks(o: OnlineConfig) -> list[tuple[bool, str]]:
