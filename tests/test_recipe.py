@@ -25,7 +25,7 @@ def _train_cfg(*overrides: str):
 def test_warm_up_raises_the_learning_rate_linearly_then_leaves_it() -> None:
     cfg = _train_cfg("train.warmup_steps=4")
     assert [lr_factor(cfg, step, 100) for step in range(1, 7)] == [0.25, 0.5, 0.75, 1.0, 1.0, None]
-    assert lr_factor(_train_cfg(), 1, 100) is None  # the default never touches the rates
+    assert lr_factor(_train_cfg(), 1, 100) is None  # the default schedule never touches the rates
 
 
 def test_cosine_falls_to_zero_over_the_run_after_the_warm_up() -> None:
@@ -67,7 +67,7 @@ def test_item_id_dropout_hides_that_share_of_ids_only_the_same_way_every_run() -
     others = np.delete(np.arange(first.sparse.shape[1]), ITEM_COLUMN)
     assert np.array_equal(first.sparse[:, others], batch.sparse[:, others])
     assert (batch.sparse[:, ITEM_COLUMN] > 0).all()  # the input batch is left as it was
-    assert ItemIdDropout(_train_cfg())(batch) is batch
+    assert ItemIdDropout(_train_cfg("train.item_id_dropout=0"))(batch) is batch
 
 
 def test_the_weight_average_follows_the_weights_and_swaps_back() -> None:

@@ -91,12 +91,13 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0  # learning rate rises linearly from 0 over this many optimisation steps
-    # The levers of docs/model.md ("Raising the image path toward its ceiling"), the same for every variant.
+    # The levers of docs/model.md ("Raising the image path toward its ceiling"), the same for every variant;
+    # the chosen recipe (by validation AUC on `small`, 2 seeds): item-id dropout 0.3 and an EMA of 0.998.
     lr_schedule: str = "constant"  # constant | cosine (to 0 over `epochs`, after the warm-up)
     cnn_lr_scale: float = 1.0  # the visual part's learning rate = lr x this (the CTR network keeps lr)
-    cnn_weight_decay: float = 0.0  # decoupled (AdamW) weight decay of the visual part only
-    item_id_dropout: float = 0.0  # share of training impressions whose item id is hidden (cold-start practice)
-    ema_decay: float = 0.0  # > 0: validate, test and save an exponential moving average of the weights
+    cnn_weight_decay: float = 0.0  # extra L2 weight decay (Adam's) of the visual part only
+    item_id_dropout: float = 0.3  # share of training impressions whose item id is hidden (cold-start practice)
+    ema_decay: float = 0.998  # > 0: validate, test and save an exponential moving average of the weights
     # Keep freed memory for reuse instead of returning it to the system after every step (glibc only; see
     # cscnn.training.allocator): on 2 CPU cores it halves the time of a plain CNN step.
     reuse_freed_memory: bool = True
