@@ -57,12 +57,16 @@ def run_local(name: str, arguments: dict) -> dict:
 
 
 def submit(name: str, arguments: dict, host: str, timeout_s: int) -> dict:
-    """Submit the compiled YAML to a Kubeflow Pipelines host and wait for the run to finish."""
+    """Submit the compiled YAML to a Kubeflow Pipelines host and wait for the run to finish. Caching is off for
+    the run as in the IR: `enable_caching=None` would let the backend's default decide."""
     import kfp
 
     client = kfp.Client(host=host)
-    run = client.create_run_from_pipeline_package(
-        str(compiled_path(name)), arguments=arguments, run_name=f"{name}-{arguments.get('day', '')}"
+    run = client.create_run_from_pipeline_package(  # no cache: every step writes (kfp_pipelines/README.md)
+        str(compiled_path(name)),
+        arguments=arguments,
+        run_name=f"{name}-{arguments.get('day', '')}",
+        enable_caching=False,
     )
     detail = client.wait_for_run_completion(run.run_id, timeout=timeout_s)
     state = str(getattr(detail, "state", "") or "").upper()

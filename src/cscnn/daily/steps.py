@@ -19,15 +19,20 @@ from pathlib import Path
 
 from cscnn.config import Config
 from cscnn.daily.faults import failing_step
-from cscnn.daily.status import DayStatus, mark
+from cscnn.daily.status import DayStatus, mark, read, skip_reason
 from cscnn.data.io import list_days, open_world
-from cscnn.errors import ConfigError, DataContractError
+from cscnn.errors import ConfigError, CSCNNError, DataContractError
 from cscnn.files import write_json
 from cscnn.state import State, check_cluster_settings
 
 
 class DataValidationError(DataContractError):
     """The day's data failed validation: the run stops before anything trains (a data error: not retried)."""
+
+
+class DayAlreadyDecided(CSCNNError):
+    """A pipeline run for a day the gate already decided, without `force_retrain`: running it again would
+    register and maybe promote a second model for the same day."""
 
 
 def _cuda_available() -> bool:
@@ -352,6 +357,15 @@ def not_promoted(day: str, decision: dict, cfg: Config, state: State) -> dict:
     version = current.version if current else None
     mark(state, day, status=DayStatus.NOT_PROMOTED, champion=version)
     return {"champion": version, "reasons": decision.get("reasons", [])}
+
+
+def refuse_decided(day: str, state_dir: str, force_retrain: bool) -> None:
+    """The skip rule of `orchestration.run_day` inside the pipeline, for a run submitted straight to a KFP
+    backend: a decided day raises DayAlreadyDecided, before any step records anything."""
+    check_cluster_settings()
+    reason = skip_reason(read(State.from_env(state_dir or None), day), force_retrain)
+    if reason:
+        raise DayAlreadyDecided(f"{reason}: run the pipeline with force_retrain=true to train it again")
 
 
 @contextlib.contextmanager
