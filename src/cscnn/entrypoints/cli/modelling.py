@@ -23,6 +23,7 @@ from cscnn.entrypoints.cli.options import (
     StateDir,
     fail,
     print_json,
+    require,
 )
 from cscnn.errors import CSCNNError
 from cscnn.variants import VARIANTS
@@ -103,6 +104,7 @@ def data_photo_amazon(
     settings reuses --out. With --import-to the files go through import-amazon and the world gets
     truth/probability/<day>.parquet, the oracle's click probability of each impression.
     """
+    require(("skimage",), "photos", "cscnn data photo-amazon")
     from cscnn.data.photo_truth import photo_amazon
     from cscnn.data.photo_world import PhotoWorldConfig
 

@@ -17,6 +17,7 @@ from cscnn.entrypoints.cli.options import (
     StateDir,
     fail,
     print_json,
+    require,
 )
 from cscnn.errors import CSCNNError
 
@@ -205,6 +206,7 @@ def rehearsal_cmd(
 ) -> None:
     """The cluster path on this machine: S3 (moto), mlflow server, a git remote; the daily pipeline for DAYS
     days with no shared folder, the ranking service, one request; the embedded run's decisions beside it."""
+    require(("moto", "flask", "flask_cors"), "rehearsal", "cscnn rehearsal")  # moto's server mode
     from cscnn.entrypoints.rehearsal import markdown, run_rehearsal
 
     try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from cscnn.errors import ConfigError
 
 Profile = Annotated[str, typer.Option(help="Config profile: tiny (tests), small (demo), bench.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file overriding the profile.")]
@@ -28,3 +31,10 @@ def fail(exc: Exception) -> None:
 
 def print_json(data: dict) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def require(modules: tuple[str, ...], extra: str, command: str) -> None:
+    """Fail in one line naming the extra to install when an optional dependency of `command` is missing."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(ConfigError(f"{command} needs {', '.join(missing)}: pip install 'cscnn-ctr[{extra}]'"))
