@@ -168,7 +168,7 @@ class CTRPyfunc(PythonModel):
 
         self.model, self.encoder, self.cfg, self.card = load_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         import torch
 
         from cscnn.data.images import load_images
@@ -180,7 +180,7 @@ class CTRPyfunc(PythonModel):
         images = load_images(items, Path("/"), self.cfg.model.image_size) if self.model.uses_images else None
         batch = Batch(
             sparse=torch.from_numpy(self.encoder.encode_sparse(frame)),
-            dense=torch.from_numpy(frame[list(schema.DENSE_FEATURES)].to_numpy(dtype=np.float32)),
+            dense=torch.from_numpy(np.array(frame[list(schema.DENSE_FEATURES)], dtype=np.float32)),  # writable
             item_row=torch.arange(len(frame)),
             label=torch.zeros(len(frame)),
         )

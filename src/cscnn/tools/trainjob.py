@@ -19,14 +19,14 @@ from typing import Any, Protocol
 
 from cscnn import cluster
 from cscnn.config import Config
-from cscnn.errors import CSCNNError
+from cscnn.errors import RunFailure
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 MANAGER = "cscnn-ctr"  # owner of this job's runtime patches
 WORKER_CONTAINER = "node"  # the trainer container of the torch-distributed runtime
 
 
-class TrainJobError(CSCNNError):
+class TrainJobError(RunFailure):
     """The TrainJob failed, or did not finish in time; the message carries the job's own reason."""
 
 
