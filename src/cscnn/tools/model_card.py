@@ -54,7 +54,11 @@ def data_version_dataset(data_version: str, remote: str):
 
 def version_card(card: dict, data_version: str, metrics: dict, decision: dict | None) -> str:
     """The version's description in Markdown: data version, variant, recipe, metrics and the gate's decision."""
-    recipe = ", ".join(f"{k}={card[k]}" for k in ("best_epoch", "val_auc", "train_seconds", "workers") if k in card)
+    recipe = ", ".join(
+        f"{k}={round(card[k], 4) if isinstance(card[k], float) else card[k]}"
+        for k in ("best_epoch", "val_auc", "train_seconds", "workers")
+        if k in card
+    )
     lines = [
         f"**Model** `{card.get('fingerprint')}`, variant `{card.get('variant')}`, trained on data version "
         f"`{data_version}` (days {card.get('days', {})}).",
