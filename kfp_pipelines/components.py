@@ -19,13 +19,21 @@ component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
 @component
 def validate_day(
-    landing: str, day: str, profile: str, overrides: list, state_dir: str, report: Output[Artifact]
+    landing: str,
+    day: str,
+    profile: str,
+    overrides: list,
+    state_dir: str,
+    report: Output[Artifact],
+    force_retrain: bool = False,
 ) -> None:
-    """Great Expectations on the day's raw data; fails the run (listing every failed expectation) if bad."""
+    """Great Expectations on the day's raw data; fails the run (listing every failed expectation) if bad.
+    A day the gate already decided is refused unless `force_retrain`, before anything is recorded."""
     from pathlib import Path
 
     from cscnn.daily import steps
 
+    steps.refuse_decided(day, state_dir, force_retrain)
     with steps.running("validate-day", day, profile, overrides, state_dir) as (cfg, state):
         steps.validate(Path(landing), day, cfg, state, Path(report.path))
 

@@ -1,8 +1,10 @@
 """The daily pipeline and the embedding-refresh pipeline, wired from `components`.
 
-Cluster concerns sit on the tasks: the embedding steps request a GPU (accelerator type and limit) and are
-pinned to GPU nodes with a node selector and a toleration (kfp-kubernetes). `kfp.local` ignores them with
-a warning; they are in the compiled YAML for a real cluster.
+Every task has KFP's execution cache off (`shared`): each step writes outside its outputs (the day's record,
+the data registry, MLflow, the bento store), so a cached task would return yesterday's outputs and write
+nothing (kfp_pipelines/README.md "Caching"). Cluster concerns sit on the tasks: the embedding steps request a
+GPU (accelerator type and limit) and are pinned to GPU nodes with a node selector and a toleration
+(kfp-kubernetes). `kfp.local` ignores them with a warning; they are in the compiled YAML for a real cluster.
 """
 
 from typing import Any
@@ -30,6 +32,8 @@ from kfp_pipelines import components as c
 
 
 def shared(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Every task: no execution cache (its side effects are the point), the state volume, the endpoints."""
+    task.set_caching_options(enable_caching=False)
     kubernetes.mount_pvc(task, pvc_name=STATE_PVC, mount_path=STATE_MOUNT)
     kubernetes.use_config_map_as_env(task, CONFIG_MAP, {key: key for key in CONFIG_ENV}, optional=True)
     kubernetes.use_secret_as_env(task, REMOTES_SECRET, {key: key for key in REMOTES_SECRET_ENV}, optional=True)
@@ -54,12 +58,14 @@ def cscnn_daily(
     profile: str = "small",
     overrides: list = [],  # noqa: B006 - KFP pipeline parameters declare their default this way
     train_gpus: int = 1,
+    force_retrain: bool = False,
 ) -> None:
     """`train_gpus`: GPUs of the train step's pod, where `train.workers` torchrun workers train on one node
     (set it to `train.workers`); with `train.nodes` > 1 the step only submits a Kubeflow Trainer TrainJob
-    (whose pods request `train.gpus` each), so 0 frees the GPU the waiting step would hold."""
+    (whose pods request `train.gpus` each), so 0 frees the GPU the waiting step would hold. `force_retrain`:
+    run a day the gate already decided again (without it the first step refuses such a day)."""
     common = {"day": day, "profile": profile, "overrides": overrides, "state_dir": state_dir}
-    validated = shared(c.validate_day(landing=landing, **common))
+    validated = shared(c.validate_day(landing=landing, force_retrain=force_retrain, **common))
     versioned = shared(c.version_day(landing=landing, **common)).after(validated)
     with dsl.If(versioned.outputs["Output"] == True, name="enough-history"):  # noqa: E712 - a KFP condition
         refresh = on_gpu_node(c.refresh_embeddings(**common))

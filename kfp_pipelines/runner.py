@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 from kfp_pipelines.daily import PIPELINES
@@ -42,27 +43,44 @@ def run_pipeline(name: str, arguments: dict, host: str | None = None, timeout_s:
     return run_local(name, arguments)
 
 
+# What kfp.local warns about on every task, though it is the design here: the components run in this venv, not
+# in their image, and the cluster settings (GPU, CPU, memory) are for a cluster. One line per run says so instead.
+LOCAL_RUNNER_WARNINGS = (
+    (RuntimeWarning, r"You may be attemping to run a task that uses custom or non-Python base image"),
+    (UserWarning, r"Task '[^']*': settings \[.*\] have no effect in the current local runner"),
+)
+
+
 def run_local(name: str, arguments: dict) -> dict:
     """`kfp.local` with the subprocess runner in this venv (no Docker, no cluster)."""
     from kfp import local
 
+    from cscnn.cluster import IMAGE
     from cscnn.state import State
 
     state_dir = State.from_env(arguments["state_dir"] or None).root  # "": a cluster step's own scratch
     root = state_dir / "kfp-local" / arguments.get("day", "run")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    print(f"kfp.local: every task runs in this venv, not in {IMAGE}; GPU, CPU and memory settings apply on a cluster")
     started = time.perf_counter()
-    PIPELINES[name](**arguments)
+    with warnings.catch_warnings():
+        for category, message in LOCAL_RUNNER_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        PIPELINES[name](**arguments)
     return {"mode": "kfp.local", "pipeline": name, "pipeline_root": str(root), "seconds": time.perf_counter() - started}
 
 
 def submit(name: str, arguments: dict, host: str, timeout_s: int) -> dict:
-    """Submit the compiled YAML to a Kubeflow Pipelines host and wait for the run to finish."""
+    """Submit the compiled YAML to a Kubeflow Pipelines host and wait for the run to finish. Caching is off for
+    the run as in the IR: `enable_caching=None` would let the backend's default decide."""
     import kfp
 
     client = kfp.Client(host=host)
-    run = client.create_run_from_pipeline_package(
-        str(compiled_path(name)), arguments=arguments, run_name=f"{name}-{arguments.get('day', '')}"
+    run = client.create_run_from_pipeline_package(  # no cache: every step writes (kfp_pipelines/README.md)
+        str(compiled_path(name)),
+        arguments=arguments,
+        run_name=f"{name}-{arguments.get('day', '')}",
+        enable_caching=False,
     )
     detail = client.wait_for_run_completion(run.run_id, timeout=timeout_s)
     state = str(getattr(detail, "state", "") or "").upper()

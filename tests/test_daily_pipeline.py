@@ -9,8 +9,9 @@ by the local runner. The sequence:
     day 4       strict floor (override): gate fails -> v2 is challenger, champion stays v1; the refresh step
                 embeds day 4's new ads with v1's CNN
     day 5       broken upstream export: validation stops the run before training; nothing moves
-    day 4 again relaxed thresholds: a rerun of the same day works and promotes v2 (same model on the same
-                data: the version is reused, not registered twice)
+    day 4 again relaxed thresholds, without force_retrain: refused by the first step (the day is decided)
+    day 4 again relaxed thresholds, force_retrain: a rerun of the same day works and promotes v2 (same model on
+                the same data: the version is reused, not registered twice)
 """
 
 import hashlib
@@ -49,10 +50,10 @@ def loop(tmp_path_factory):
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     mp.delenv("KFP_HOST", raising=False)
 
-    def run(day, overrides):
+    def run(day, overrides, force_retrain=False):
         arguments = {"day": day, "landing": str(landing), "state_dir": str(state.root), "profile": "tiny"}
         try:
-            run_pipeline("daily", {**arguments, "overrides": overrides})
+            run_pipeline("daily", {**arguments, "overrides": overrides, "force_retrain": force_retrain})
             error = None
         except RuntimeError as exc:
             error = str(exc)
@@ -67,7 +68,9 @@ def loop(tmp_path_factory):
     results["strict"] = run(DAYS[3], ["gate.auc_floor=0.99"])
     results["broken"] = run(BROKEN, LENIENT)
     # every threshold relaxed: a 2-epoch model on the tiny world is close to chance, on either side of 0.5
-    results["rerun"] = run(DAYS[3], ["gate.auc_floor=0", "gate.max_auc_drop=1", "gate.max_category_drop=1"])
+    relaxed = ["gate.auc_floor=0", "gate.max_auc_drop=1", "gate.max_category_drop=1"]
+    results["refused"] = run(DAYS[3], relaxed)
+    results["rerun"] = run(DAYS[3], relaxed, force_retrain=True)
     yield {"results": results, "state": state, "landing": landing, "broken_sha": broken_sha}
     mp.undo()
 
@@ -116,6 +119,13 @@ def test_bad_day_stops_before_training_and_nothing_moves(loop):
     assert result["champion"].version == "1" and result["challenger"].version == "2"
     assert not impressions_path(state.registry_world, BROKEN).exists()  # never versioned
     assert _sha(impressions_path(loop["landing"], BROKEN)) == loop["broken_sha"]  # raw data untouched
+
+
+def test_a_decided_day_is_refused_by_the_pipeline_without_force_retrain(loop):
+    refused, strict = loop["results"]["refused"], loop["results"]["strict"]
+    assert refused["error"] is not None and "validate-day" in refused["error"]
+    assert refused["status"] == strict["status"]  # refused before any step recorded anything
+    assert refused["champion"].version == "1"
 
 
 def test_rerun_of_a_day_works_and_promotes(loop):

@@ -38,3 +38,17 @@ def test_the_file_is_plain_json_and_unknown_keys_from_a_newer_writer_are_ignored
     assert '"status": "waiting_for_history"' in text and '"history_days": 2' in text
     path.write_text(text.replace('"history_days": 2', '"history_days": 2, "from_the_future": 1'))
     assert read(state, "2026-01-05").history_days == 2
+
+
+def test_the_pipeline_refuses_a_decided_day_unless_forced_and_records_nothing(tmp_path):
+    """A run submitted straight to a KFP backend skips Airflow's skip rule: its first step applies it."""
+    from cscnn.daily.steps import DayAlreadyDecided, refuse_decided
+
+    state = State(tmp_path)
+    refuse_decided("2026-01-03", str(tmp_path), force_retrain=False)  # no record yet: runs
+    mark(state, "2026-01-03", status=DayStatus.PROMOTED, champion="1")
+    before = state.day_status_file("2026-01-03").read_text()
+    with pytest.raises(DayAlreadyDecided, match=r"already decided \(promoted .*force_retrain=true"):
+        refuse_decided("2026-01-03", str(tmp_path), force_retrain=False)
+    refuse_decided("2026-01-03", str(tmp_path), force_retrain=True)
+    assert state.day_status_file("2026-01-03").read_text() == before

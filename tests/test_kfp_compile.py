@@ -79,3 +79,32 @@ def test_every_step_mounts_the_shared_state_and_reads_the_tool_endpoints():
             secret = spec["secretAsEnv"][0]  # the remotes' credentials (infra/README.md "Cluster mode")
             assert secret["secretName"] == REMOTES_SECRET and secret["optional"] is True, executor
             assert {item["envVar"] for item in secret["keyToEnv"]} == set(REMOTES_SECRET_ENV), executor
+
+
+def _tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the pipeline, inside conditions too."""
+    return {
+        name: task
+        for comp in [spec["root"], *spec["components"].values()]
+        for name, task in comp.get("dag", {}).get("tasks", {}).items()
+    }
+
+
+def test_no_task_is_cached_on_a_backend():
+    """Every step writes outside its outputs (record, registry, MLflow, bento store): a cached task on a KFP
+    backend would return the stored outputs and write nothing (kfp_pipelines/README.md "Caching")."""
+    steps = {"daily": 11, "embedding_refresh": 3}
+    for name, count in steps.items():
+        tasks = _tasks(_spec(COMPILED_DIR / f"{name}.yaml")[0])
+        components = {n: t for n, t in tasks.items() if not n.startswith("condition-")}
+        assert len(components) == count, (name, sorted(components))
+        for task_name, task in tasks.items():
+            assert task.get("cachingOptions", {}).get("enableCache") is not True, (name, task_name)
+
+
+def test_force_retrain_is_a_pipeline_parameter_the_first_step_reads():
+    spec = _spec(COMPILED_DIR / "daily.yaml")[0]
+    parameter = spec["root"]["inputDefinitions"]["parameters"]["force_retrain"]
+    assert parameter["parameterType"] == "BOOLEAN" and parameter["defaultValue"] is False
+    validate = spec["root"]["dag"]["tasks"]["validate-day"]["inputs"]["parameters"]
+    assert validate["force_retrain"] == {"componentInputParameter": "force_retrain"}

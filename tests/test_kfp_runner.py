@@ -19,7 +19,7 @@ class FakeClient:
         FakeClient.instances.append(self)
 
     def create_run_from_pipeline_package(self, pipeline_file, arguments=None, run_name=None, **kwargs):
-        self.calls.append(("create", pipeline_file, arguments, run_name))
+        self.calls.append(("create", pipeline_file, arguments, run_name, kwargs))
         return SimpleNamespace(run_id="run-123")
 
     def wait_for_run_completion(self, run_id, timeout, **kwargs):
@@ -43,7 +43,9 @@ def test_with_a_host_the_compiled_yaml_is_submitted_and_awaited(fake_client, mon
     result = run_pipeline("daily", ARGS, timeout_s=600)
     (client,) = fake_client.instances
     assert client.host == "http://kfp.example:8888"
-    assert client.calls[0] == ("create", str(compiled_path("daily")), ARGS, "daily-2026-01-03")
+    # caching off for the run, deliberately (every step writes; None would leave it to the backend's default)
+    no_cache = {"enable_caching": False}
+    assert client.calls[0] == ("create", str(compiled_path("daily")), ARGS, "daily-2026-01-03", no_cache)
     assert client.calls[1] == ("wait", "run-123", 600)
     assert result == {
         "mode": "kfp",

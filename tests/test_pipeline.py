@@ -169,7 +169,7 @@ def test_late_fusion_trains_only_on_top_of_a_frozen_cnn(world_dir, monkeypatch) 
 
 def test_cli_errors_are_one_clear_line(tmp_path) -> None:
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # a data contract error (README "Exit codes"): no world there
     assert "world folder not found" in result.output and "Traceback" not in result.output
     result = runner.invoke(
         app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "train.epochz=3"]
@@ -186,6 +186,6 @@ def test_bad_image_stops_training_before_anything_is_written(world_dir, tmp_path
     result = runner.invoke(
         app, ["train", "--data", str(copy), "--profile", "tiny", "--out", str(tmp_path / "ckpt"), "--quiet"]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # the data breaks its contract
     assert "cannot decode image" in result.output and "items.parquet row 3" in result.output
     assert not (tmp_path / "ckpt").exists()

@@ -17,5 +17,10 @@ class ConfigError(CSCNNError):
     """A profile, override or option is invalid."""
 
 
+class RunFailure(CSCNNError):
+    """A run failed for a reason outside the user's input (a tool, a service, another run holding the state):
+    the CLI exits 1 for it, 2 for the other errors here (README "Exit codes")."""
+
+
 class ModelMismatchError(CSCNNError):
     """An artifact (embedding table, checkpoint) was built for another model version."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cscnn.errors import CSCNNError
+from cscnn.errors import CSCNNError, RunFailure
 
 LOCK_FILE = "cscnn.lock"
 WAIT_ENV = "CSCNN_LOCK_WAIT"
@@ -34,7 +34,7 @@ POLL_S = 0.25
 _held: dict[Path, int] = {}  # lock file -> nesting depth, for runs of this process (flock is not re-entrant per fd)
 
 
-class StateLocked(CSCNNError):
+class StateLocked(RunFailure):
     """Another run holds the state folder's lock (and did not release it within the wait)."""
 
 

@@ -16,18 +16,27 @@ import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cscnn.config import Config
 from cscnn.daily.faults import failing_step
-from cscnn.daily.status import DayStatus, mark
-from cscnn.data.io import list_days, open_world
-from cscnn.errors import ConfigError, DataContractError
+from cscnn.daily.status import DayStatus, mark, read, skip_reason
+from cscnn.data.io import World, list_days, open_world
+from cscnn.errors import ConfigError, CSCNNError, DataContractError
 from cscnn.files import write_json
 from cscnn.state import State, check_cluster_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class DataValidationError(DataContractError):
     """The day's data failed validation: the run stops before anything trains (a data error: not retried)."""
+
+
+class DayAlreadyDecided(CSCNNError):
+    """A pipeline run for a day the gate already decided, without `force_retrain`: running it again would
+    register and maybe promote a second model for the same day."""
 
 
 def _cuda_available() -> bool:
@@ -248,6 +257,19 @@ def gate(evaluation: dict, day: str, cfg: Config, state: State) -> dict:
     return decision.to_dict()
 
 
+def input_example(world: World, day: str, rows: int = 5) -> pd.DataFrame:
+    """The registered model's input example: the day's first impressions as the pyfunc takes them, each image
+    as the base64 of its file (no local path: the example must load on another machine)."""
+    from cscnn.data import schema
+    from cscnn.tools import registry
+    from cscnn.training.features import feature_frame
+
+    frame = feature_frame(world, world.impressions([day])).head(rows)
+    example = frame[[*schema.SPARSE_FEATURES, "price"]].astype({"position": str, "hour": str}).copy()
+    example["image"] = [registry.encode_image(world.images_dir / name) for name in frame["image"]]
+    return example
+
+
 def register(
     candidate_dir: Path,
     day: str,
@@ -261,10 +283,8 @@ def register(
 ) -> dict:
     """One MLflow run for the candidate (params, metrics, pictures, reports, data version) and a registered
     version with the alias `challenger`. `champion` does not move here."""
-    from cscnn.data import schema
     from cscnn.tools import registry
     from cscnn.training import attention_plots, plots
-    from cscnn.training.features import feature_frame
 
     world = open_world(registry_world(state, day)).until(day)
     work = Path(work)
@@ -286,9 +306,6 @@ def register(
         "gate_passed": float(decision["passed"]),
         **{f"auc_{name}": value for name, value in cand["per_category_auc"].items()},
     }
-    frame = feature_frame(world, world.impressions([day])).head(5)
-    example = frame[[*schema.SPARSE_FEATURES, "price"]].astype({"position": str, "hour": str}).copy()
-    example["image"] = [str((world.images_dir / name).resolve()) for name in frame["image"]]
     params = {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
     ref = registry.log_candidate(
         Path(candidate_dir),
@@ -298,8 +315,9 @@ def register(
         state=state,
         cfg=cfg,
         artifacts=artifacts,
-        input_example=example,
+        input_example=input_example(world, day),
         tags={"day": day, "gate": "pass" if decision["passed"] else "fail"},
+        decision=decision,
     )
     _log(f"registered {ref.name} v{ref.version} (alias challenger), MLflow run {ref.run_id}")
     mark(state, day, candidate_version=ref.version, mlflow_run=ref.run_id)
@@ -352,6 +370,15 @@ def not_promoted(day: str, decision: dict, cfg: Config, state: State) -> dict:
     version = current.version if current else None
     mark(state, day, status=DayStatus.NOT_PROMOTED, champion=version)
     return {"champion": version, "reasons": decision.get("reasons", [])}
+
+
+def refuse_decided(day: str, state_dir: str, force_retrain: bool) -> None:
+    """The skip rule of `orchestration.run_day` inside the pipeline, for a run submitted straight to a KFP
+    backend: a decided day raises DayAlreadyDecided, before any step records anything."""
+    check_cluster_settings()
+    reason = skip_reason(read(State.from_env(state_dir or None), day), force_retrain)
+    if reason:
+        raise DayAlreadyDecided(f"{reason}: run the pipeline with force_retrain=true to train it again")
 
 
 @contextlib.contextmanager

@@ -258,6 +258,8 @@ def run_day(pipeline: str, arguments: dict[str, Any], force: bool = False, skip_
         return {"arguments": arguments, "skipped": reason}
     if pipeline == "daily":
         check_landed(arguments["landing"], day)
+    if pipeline == "daily":
+        arguments = {**arguments, "force_retrain": force}  # the pipeline's own skip rule (steps.refuse_decided)
     print(f"running the {pipeline!r} pipeline with {arguments}", flush=True)
     try:
         result = run_pipeline(pipeline, arguments)

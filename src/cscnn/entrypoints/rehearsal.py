@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cscnn.errors import CSCNNError
+from cscnn.errors import RunFailure
 
 BUCKET = "cscnn"
 MARKER = ".cscnn-rehearsal"
@@ -32,7 +32,7 @@ CREDENTIALS = {
 PASS_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CSCNN_PROJECT_ROOT")  # the machine, not the loop
 
 
-class RehearsalError(CSCNNError):
+class RehearsalError(RunFailure):
     """A service of the rehearsal did not start, or a step failed: the message names which."""
 
 

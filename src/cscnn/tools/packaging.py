@@ -31,7 +31,7 @@ import yaml
 
 import cscnn
 from cscnn import project
-from cscnn.errors import CSCNNError
+from cscnn.errors import RunFailure
 from cscnn.files import write_json
 from cscnn.state import State
 from cscnn.training.embed import CATALOG_FILE
@@ -41,7 +41,7 @@ SMOKE_NEW_ITEM = "smoke-check-new-item"
 SMOKE_USER = "smoke-check-user"
 
 
-class PackagingError(CSCNNError):
+class PackagingError(RunFailure):
     """The bento did not build, or the packaged service did not answer as it should."""
 
 

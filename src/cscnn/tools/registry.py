@@ -6,6 +6,8 @@
 A registered version is a pyfunc model (scores a frame of impressions, images included, with the
 checkpoint it carries) with its signature; the run that produced it also holds the version's embedding
 table under `embeddings/<key>`, and the version's tag `embeddings` names the table that goes with it.
+The version loads anywhere (`mlflow.pyfunc.load_model` in a fresh virtualenv built from its own
+requirements.txt): it carries this package's source (`code_paths`) and pins what that source imports.
 A daily embedding refresh logs a new key and moves the tag; the service swaps model and table together.
 
 Nothing here changes an alias unless asked to; a failed run leaves `champion` where it was.
@@ -13,8 +15,11 @@ Nothing here changes an alias unless asked to; a failed run leaves `champion` wh
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from cscnn.data import schema
 from cscnn.errors import CSCNNError
 from cscnn.files import atomic_dir, flat_name
 from cscnn.state import State
+from cscnn.tools import model_card
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -35,6 +41,9 @@ CHECKPOINT_ARTIFACT = "checkpoint"  # inside the logged model's artifacts
 EMBEDDINGS_TAG = "embeddings"
 REGISTRATION_TAG = "registration"  # in_progress until the version is complete (see log_candidate)
 IN_PROGRESS, COMPLETE = "in_progress", "complete"
+# What the pyfunc imports (this package's checkpoint, models and image decoding), pinned at logging time; the
+# package itself travels as `code_paths`. tests/test_model_portability.py checks the list against the imports.
+PYFUNC_REQUIREMENTS = ("mlflow-skinny", "torch", "numpy", "pandas", "pyarrow", "pillow", "pyyaml", "tqdm")
 
 
 def _configure_env() -> None:
@@ -155,12 +164,30 @@ def fetch(ref: ModelRef, state: State | None = None) -> tuple[Path, Path]:
     return target / "checkpoint", target / "table"
 
 
+def encode_image(path: Path) -> str:
+    """The `image` input of the pyfunc: the image file's bytes in base64, so a request names no local file."""
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _decode_images(encoded: pd.Series, size: int) -> np.ndarray:
+    from cscnn.data.images import load_image
+    from cscnn.errors import ImageError
+
+    out = np.empty((len(encoded), 3, size, size), dtype=np.uint8)
+    for row, text in enumerate(encoded):
+        try:
+            out[row] = load_image(io.BytesIO(base64.b64decode(text, validate=True)), size)  # PIL reads a file object
+        except (ValueError, ImageError) as exc:
+            raise ImageError(f"row {row}: the image column must hold the base64 of an image file ({exc})") from exc
+    return out
+
+
 class CTRPyfunc(PythonModel):
     """The registered model as an MLflow pyfunc: scores a frame of impressions end to end (CNN included).
 
     Input columns: the sparse features of `schema.SPARSE_FEATURES` (strings), `price` (float) and `image`
-    (path of the item's image file). Output: click probability per row. Serving does not use this (it runs
-    the CTR network over the lookup table); it makes every registered version usable on its own.
+    (the image file in base64: `encode_image`). Output: click probability per row. Serving does not use this
+    (it runs the CTR network over the lookup table); it makes every registered version usable on its own.
     """
 
     def load_context(self, context) -> None:
@@ -168,19 +195,17 @@ class CTRPyfunc(PythonModel):
 
         self.model, self.encoder, self.cfg, self.card = load_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         import torch
 
-        from cscnn.data.images import load_images
         from cscnn.models import Batch, ImageBank
 
         frame = model_input.copy()
         frame["log_price"] = np.log1p(frame["price"].to_numpy(dtype=np.float64))
-        items = pd.DataFrame({"item_id": np.arange(len(frame)).astype(str), "image": frame["image"].to_numpy()})
-        images = load_images(items, Path("/"), self.cfg.model.image_size) if self.model.uses_images else None
+        images = _decode_images(frame["image"], self.cfg.model.image_size) if self.model.uses_images else None
         batch = Batch(
             sparse=torch.from_numpy(self.encoder.encode_sparse(frame)),
-            dense=torch.from_numpy(frame[list(schema.DENSE_FEATURES)].to_numpy(dtype=np.float32)),
+            dense=torch.from_numpy(np.array(frame[list(schema.DENSE_FEATURES)], dtype=np.float32)),  # writable
             item_row=torch.arange(len(frame)),
             label=torch.zeros(len(frame)),
         )
@@ -190,6 +215,45 @@ class CTRPyfunc(PythonModel):
             bank = ImageBank(images=torch.from_numpy(images), categories=torch.from_numpy(categories))
         with torch.no_grad():
             return self.model(batch, bank)["y_pred"].numpy()
+
+
+def pyfunc_requirements() -> list[str]:
+    """`PYFUNC_REQUIREMENTS` pinned to this environment's versions; a local label (torch's `+cpu`) is dropped,
+    so that pip finds the release on any index."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in PYFUNC_REQUIREMENTS]
+
+
+def _describe(mlflow_client, name: str, version: str, description: str) -> None:
+    if not mlflow_client.get_registered_model(name).description:
+        mlflow_client.update_registered_model(name, description=model_card.MODEL_DESCRIPTION)
+    mlflow_client.update_model_version(name, version, description=description)
+
+
+def _log_pyfunc(checkpoint_dir: Path, input_example: pd.DataFrame | None, data_version: str):
+    """The pyfunc in the active run, with this package's source (without bytecode) and pinned requirements."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    import cscnn
+
+    signature = None
+    if input_example is not None:
+        signature = infer_signature(input_example, np.zeros(len(input_example), dtype=np.float32))
+    with tempfile.TemporaryDirectory() as tmp:
+        package = Path(tmp) / "cscnn"
+        shutil.copytree(Path(cscnn.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=CTRPyfunc(),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
+            code_paths=[str(package)],
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pyfunc_requirements(),
+            tags={"data_version": data_version},
+        )
 
 
 def log_candidate(
@@ -202,55 +266,52 @@ def log_candidate(
     artifacts: dict[str, Path] | None = None,
     input_example: pd.DataFrame | None = None,
     tags: dict[str, str] | None = None,
+    decision: dict | None = None,
 ) -> ModelRef:
-    """One MLflow run for a trained candidate: params, metrics, artifacts, the data version, and a new
-    registered version (with signature) that gets the alias `challenger`. `champion` does not move.
+    """One MLflow run for a trained candidate: params, metrics (per epoch too), artifacts, the data version
+    (a tag and the run's input dataset), and a new registered version (signature, model card) that gets the
+    alias `challenger`. `champion` does not move.
 
     All or nothing: the version is registered last, tagged `registration=in_progress` until its run has ended,
     then `complete`; a failure ends the run FAILED, and a version left half-made by a killed run is deleted by
     `clean_incomplete` at the next run. A candidate with the fingerprint and data version of a complete version
-    (a rerun of the same day) registers nothing: that version is reused and becomes `challenger` again."""
+    (a rerun of the same day) registers nothing: that version is reused, its card gets this run's decision, and
+    it becomes `challenger` again."""
     import json
 
     import mlflow
-    from mlflow.models import infer_signature
 
     state = state or State.from_env()
     mlflow_client = client(state)
-    fingerprint = json.loads((Path(checkpoint_dir) / "model.json").read_text())["fingerprint"]
-    name = model_name(cfg)
+    card = json.loads((Path(checkpoint_dir) / "model.json").read_text())
+    fingerprint, name = card["fingerprint"], model_name(cfg)
+    description = model_card.version_card(card, data_version, metrics, decision)
     existing = find_version(fingerprint, data_version, state, name)
     if existing is not None:
         mlflow_client.set_registered_model_alias(name, CHALLENGER, existing.version)
+        _describe(mlflow_client, name, existing.version, description)
         return existing
     experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=tags.get("day") if tags else None):
         mlflow.set_tags({"data_version": data_version, "fingerprint": fingerprint, **(tags or {})})
+        mlflow.log_input(model_card.data_version_dataset(data_version, state.dvc_remote), context="training")
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        model_card.log_history(card.get("history", []))
+        mlflow.log_text(description, "model_card.md")
         for artifact_path, local in (artifacts or {}).items():
             if Path(local).is_dir():
                 mlflow.log_artifacts(str(local), artifact_path)
             else:
                 mlflow.log_artifact(str(local), artifact_path)
-        signature = None
-        if input_example is not None:
-            signature = infer_signature(input_example, np.zeros(len(input_example), dtype=np.float32))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=CTRPyfunc(),
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=["cscnn-ctr", "torch==2.13.0"],
-            tags={"data_version": data_version},
-        )
+        info = _log_pyfunc(Path(checkpoint_dir), input_example, data_version)
         registered = mlflow.register_model(
             info.model_uri,
             name,
             tags={"fingerprint": fingerprint, "data_version": data_version, REGISTRATION_TAG: IN_PROGRESS},
         )
         version = str(registered.version)
+        _describe(mlflow_client, name, version, description)
         mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
     mlflow_client.set_model_version_tag(name, version, REGISTRATION_TAG, COMPLETE)
     return get_version(version, state, name)

@@ -1,5 +1,9 @@
 """Kubeflow Trainer: the daily train step as a `TrainJob` on a cluster (`trainer.kubeflow.org/v1alpha1`).
 
+Supported release: Kubeflow Trainer v2.3.0 (its TrainJob CRD serves v1alpha1; `runtimePatches`, which replaced
+`podTemplateOverrides` in v2.2, so releases before v2.2 refuse this job). tests/test_trainjob_schema.py checks
+the rendered job against that release's CRD schema, committed in tests/schemas/.
+
 The job names the `torch-distributed` ClusterTrainingRuntime and says only what is specific to this run:
 the project's image, the worker entry point under `torchrun` (the runtime sets the `PET_*` variables
 torchrun reads: nodes, processes per node, rendezvous), `train.nodes` nodes x `train.workers` processes,
@@ -19,14 +23,14 @@ from typing import Any, Protocol
 
 from cscnn import cluster
 from cscnn.config import Config
-from cscnn.errors import CSCNNError
+from cscnn.errors import RunFailure
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 MANAGER = "cscnn-ctr"  # owner of this job's runtime patches
 WORKER_CONTAINER = "node"  # the trainer container of the torch-distributed runtime
 
 
-class TrainJobError(CSCNNError):
+class TrainJobError(RunFailure):
     """The TrainJob failed, or did not finish in time; the message carries the job's own reason."""
 
 

@@ -4,6 +4,7 @@ two checks of the daily loop that also run on their own (validate, gate)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -13,9 +14,11 @@ import typer
 
 from cscnn.config import load_config
 from cscnn.entrypoints.cli.options import (
+    EPILOG,
     ConfigFile,
     DataDir,
     Device,
+    ExitCode,
     ModelDir,
     Overrides,
     Profile,
@@ -23,11 +26,34 @@ from cscnn.entrypoints.cli.options import (
     StateDir,
     fail,
     print_json,
+    require,
+    show_progress,
 )
 from cscnn.errors import CSCNNError
 from cscnn.variants import VARIANTS
 
-app = typer.Typer(help="CSCNN visual-aware CTR prediction.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(help="CSCNN visual-aware CTR prediction.", epilog=EPILOG, no_args_is_help=True, add_completion=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"cscnn {version('cscnn-ctr')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """CSCNN visual-aware CTR prediction."""
+    # MLflow's INFO lines (database migrations, run links) are for MLflow's own users; warnings still show.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
 data_app = typer.Typer(help="Create, import and describe worlds (datasets in the data contract).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -106,6 +132,7 @@ def data_photo_amazon(
     settings reuses --out. With --import-to the files go through import-amazon and the world gets
     truth/probability/<day>.parquet, the oracle's click probability of each impression.
     """
+    require(("skimage",), "photos", "cscnn data photo-amazon")
     from cscnn.data.photo_truth import photo_amazon
     from cscnn.data.photo_world import PhotoWorldConfig
 
@@ -160,7 +187,7 @@ def train_cmd(
         if workers is not None:
             extra.append(f"train.workers={workers}")
         cfg = load_config(profile, config, extra)
-        card = run_training(data, cfg, out, until=until, progress=not quiet)
+        card = run_training(data, cfg, out, until=until, progress=show_progress(not quiet))
     except CSCNNError as exc:
         fail(exc)
     if distributed.ranks_from_env().is_main:
@@ -270,7 +297,9 @@ def compare_cmd(
         world = open_world(data)
         out = out or Path("docs/results") / f"{Path(data).resolve().name}.md"
         command = "cscnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        rows = compare(world, cfg, chosen, list(range(seeds)), out, command, progress, bootstrap, bootstrap_seed)
+        rows = compare(
+            world, cfg, chosen, list(range(seeds)), out, command, show_progress(progress), bootstrap, bootstrap_seed
+        )
     except CSCNNError as exc:
         fail(exc)
     typer.echo(
@@ -296,7 +325,7 @@ def validate_cmd(
     overrides: Overrides = None,
     state: StateDir = None,
 ) -> None:
-    """Great Expectations on one day of raw data (never modified). Exit code 1 when an expectation fails."""
+    """Great Expectations on one day of raw data (never modified). Exit code 3 when an expectation fails."""
     from cscnn.daily.steps import previous_accepted_day
     from cscnn.state import State
     from cscnn.tools.validation import validate_day
@@ -310,7 +339,7 @@ def validate_cmd(
     typer.echo(report.summary())
     typer.echo(f"result: {report.result_path}\ndata docs: {report.docs_path}")
     if not report.success:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=ExitCode.REJECTED)
 
 
 @app.command("gate")
@@ -323,7 +352,8 @@ def gate_cmd(
     config: ConfigFile = None,
     overrides: Overrides = None,
 ) -> None:
-    """Decide whether a candidate may replace the champion. Writes the decision; exit code 0 either way."""
+    """Decide whether a candidate may replace the champion. Writes the decision; exit code 0 either way (a
+    decision is not a failure: `dvc repro` goes on to the embedding table)."""
     from cscnn.daily.steps import decide_gate
     from cscnn.files import write_json
 

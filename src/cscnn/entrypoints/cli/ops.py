@@ -12,11 +12,13 @@ import typer
 from cscnn.config import load_config
 from cscnn.entrypoints.cli.modelling import app
 from cscnn.entrypoints.cli.options import (
+    ExitCode,
     Overrides,
     Profile,
     StateDir,
     fail,
     print_json,
+    require,
 )
 from cscnn.errors import CSCNNError
 
@@ -73,7 +75,8 @@ def daily_run(
     state: StateDir = None,
 ) -> None:
     """Run the pipeline for one day, as the Airflow DAG does: kfp.local, or the KFP host in $KFP_HOST.
-    Exit code 1 if it fails; the day's record is printed either way."""
+    The day's record is printed either way; exit code 3 when validation rejected the day, 4 when the gate kept
+    the champion, 2 for a bad config or a day that has not landed, 1 when a step failed (0 for a skipped day)."""
     from cscnn.daily import status
     from cscnn.entrypoints import orchestration
     from cscnn.state import State, handed_over
@@ -86,14 +89,20 @@ def daily_run(
         if pipeline not in orchestration.PIPELINES:
             raise CSCNNError(f"unknown pipeline {pipeline!r}; choose from {list(orchestration.PIPELINES)}")
         orchestration.check_day(day)
-        orchestration.run_day(pipeline, arguments, force, "pass --force to run it again")
+        ran = orchestration.run_day(pipeline, arguments, force, "pass --force to run it again")
     except (orchestration.NotRetryable, RuntimeError) as exc:  # rejected data, a failed step, bad config
         typer.secho(f"pipeline failed: {exc}", fg=typer.colors.RED, err=True)
         print_json(status.read(st, day).to_dict())
-        raise typer.Exit(code=1) from None
+        if isinstance(exc, orchestration.DayRejected):
+            raise typer.Exit(code=ExitCode.REJECTED) from None
+        code = ExitCode.USAGE if isinstance(exc, orchestration.NotRetryable) else ExitCode.FAILED
+        raise typer.Exit(code=code) from None
     except (CSCNNError, ValueError) as exc:
         fail(exc)
-    print_json(status.read(st, day).to_dict())
+    record = status.read(st, day)
+    print_json(record.to_dict())
+    if "run" in ran and record.status == status.DayStatus.NOT_PROMOTED:
+        raise typer.Exit(code=ExitCode.NOT_PROMOTED)
 
 
 @daily_app.command("status")
@@ -205,6 +214,7 @@ def rehearsal_cmd(
 ) -> None:
     """The cluster path on this machine: S3 (moto), mlflow server, a git remote; the daily pipeline for DAYS
     days with no shared folder, the ranking service, one request; the embedded run's decisions beside it."""
+    require(("moto", "flask", "flask_cors"), "rehearsal", "cscnn rehearsal")  # moto's server mode
     from cscnn.entrypoints.rehearsal import markdown, run_rehearsal
 
     try:
@@ -217,4 +227,4 @@ def rehearsal_cmd(
     typer.echo(f"cluster run {result['cluster_seconds']} s, embedded run {result['embedded_seconds']} s")
     typer.echo(f"same decisions: {result['same_decisions']}; written: {work / 'rehearsal.json'}")
     if not result["same_decisions"]:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=ExitCode.FAILED)
