@@ -72,3 +72,13 @@ def get_variant(name: str) -> Variant:
         return VARIANTS[name]
     except KeyError:
         raise ConfigError(f"model.variant={name!r}: choose one of {list(VARIANTS)}") from None
+
+
+def check_servable(name: str) -> None:
+    """The daily loop serves what it trains: a diagnostic variant (it reads the world's true attributes, which
+    no served ad has) is refused before any step runs."""
+    if get_variant(name).diagnostic:
+        raise ConfigError(
+            f"model.variant={name!r} is a diagnostic for `cscnn compare`; the daily loop serves its model, so "
+            "train an image variant (e.g. cscnn) or no_image"
+        )

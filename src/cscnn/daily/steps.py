@@ -25,6 +25,7 @@ from cscnn.data.io import World, list_days, open_world
 from cscnn.errors import ConfigError, CSCNNError, DataContractError
 from cscnn.files import write_json
 from cscnn.state import State, check_cluster_settings
+from cscnn.variants import check_servable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -383,9 +384,8 @@ def refuse_decided(day: str, state_dir: str, force_retrain: bool) -> None:
 
 @contextlib.contextmanager
 def running(step: str, day: str, profile: str, overrides: list[str], state_dir: str) -> Iterator[tuple[Config, State]]:
-    """What every pipeline component runs its step in: the run's config and state, with the step recorded in
-    the day's status (`faults.failing_step`), so a step that raises, config loading included, leaves `failed`
-    (`rejected` for a data error) with its name and the error."""
+    """What every pipeline component runs its step in: the run's config and state, with the step recorded in the
+    day's status (`faults.failing_step`): a step that raises, config included, leaves `failed`/`rejected`."""
     check_cluster_settings()  # before anything is written: a missing service would swallow it
     state = State.from_env(state_dir or None)
     with failing_step(state, day, step):
@@ -393,15 +393,8 @@ def running(step: str, day: str, profile: str, overrides: list[str], state_dir: 
 
 
 def context(profile: str, overrides: list[str], state_dir: str) -> tuple[Config, State]:
-    """What every pipeline component starts with: the run's config and the state locations. A diagnostic
-    variant (it reads the world's true attributes, which no served ad has) is refused before any step runs."""
+    """What every pipeline component starts with: the run's config (a servable variant) and the state."""
     from cscnn.config import load_config
-    from cscnn.variants import get_variant
 
-    cfg = load_config(profile, overrides=list(overrides))
-    if get_variant(cfg.model.variant).diagnostic:
-        raise ConfigError(
-            f"model.variant={cfg.model.variant!r} is a diagnostic for `cscnn compare`; the daily loop serves its "
-            "model, so train an image variant (e.g. cscnn) or no_image"
-        )
+    check_servable((cfg := load_config(profile, overrides=list(overrides))).model.variant)
     return cfg, State.from_env(state_dir or None)
