@@ -48,7 +48,7 @@ from pathlib import Path
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from cscnn.config import ServeConfig
-from cscnn.serving.schemas import max_body_bytes
+from cscnn.serving.schemas import max_body_bytes, replaying
 
 UNMATCHED = "/unmatched"
 BODY_GRACE_S = 1.0  # a body's first second is not held to the minimum rate (`WholeBody`)
@@ -154,16 +154,7 @@ class WholeBody:
                 f"(or slower than {self.min_rate:g} bytes/s after {BODY_GRACE_S:g} s)",
             )
             return
-        body, replayed = b"".join(chunks), False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": more}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), more, receive), send)
 
     def _allowance(self, received: int) -> float:
         """Seconds from the head by which the next body byte must have arrived, with `received` bytes in."""

@@ -141,6 +141,20 @@ class RankRequest(_Strict):
 FIELD_NAMES = frozenset(name for model in (RankRequest, User, Context, ItemFeatures) for name in model.model_fields)
 
 
+def replaying(body: bytes, more: bool, receive):
+    """An ASGI `receive` that first hands the app `body`, already read, then passes on to `receive`."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
+
+
 def request_model(max_candidates: int) -> type[RankRequest]:
     """`RankRequest` with the configured candidate limit, so a too-long list is a validation error like any
     other (400, naming the field)."""
@@ -249,16 +263,7 @@ class BodyLimit:
             if size > self.max_bytes:
                 await self._reject(send, size)
                 return
-        body, replayed = b"".join(chunks), False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), False, receive), send)
 
     async def _reject(self, send, size: int) -> None:
         import json
