@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,6 +25,7 @@ class FakeCustomObjects:
 
     def __init__(self, conditions: list[list[dict]], on_create=None) -> None:
         self.conditions, self.on_create, self.created, self.polls = list(conditions), on_create, [], 0
+        self.deleted: list[tuple[str, str]] = []
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         assert (group, version, plural) == (trainjob.GROUP, trainjob.VERSION, trainjob.PLURAL)
@@ -36,6 +38,25 @@ class FakeCustomObjects:
         self.polls += 1
         now = self.conditions.pop(0) if len(self.conditions) > 1 else self.conditions[0]
         return {"metadata": {"name": name}, "status": {"conditions": now}}
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
+        assert (group, version, plural) == (trainjob.GROUP, trainjob.VERSION, trainjob.PLURAL)
+        self.deleted.append((namespace, name))
+
+
+class FakePods:
+    """list/log of `kubernetes.client.CoreV1Api`: the pods of one JobSet, each with a log."""
+
+    def __init__(self, logs: dict[str, str]) -> None:
+        self.logs, self.selectors = logs, []
+
+    def list_namespaced_pod(self, namespace, label_selector):
+        self.selectors.append(label_selector)
+        return SimpleNamespace(items=[SimpleNamespace(metadata=SimpleNamespace(name=n)) for n in self.logs])
+
+    def read_namespaced_pod_log(self, name, namespace, container, tail_lines):
+        assert container == trainjob.WORKER_CONTAINER and tail_lines == trainjob.LOG_TAIL_LINES
+        return self.logs[name]
 
 
 def test_the_trainjob_names_the_runtime_and_says_nodes_workers_gpus_volume(tmp_path):
@@ -97,6 +118,7 @@ def test_the_train_step_with_several_nodes_runs_as_a_trainjob(tiny_world, tmp_pa
 
     fake = FakeCustomObjects([[{"type": "Complete", "status": "True"}]], on_create=controller)
     monkeypatch.setattr(trainjob, "_custom_objects", lambda: fake)
+    monkeypatch.setattr(trainjob, "_pods", lambda: FakePods({"w-0": "epoch 1 done"}))
     monkeypatch.setenv("CSCNN_NAMESPACE", "ml")
     summary = steps.train_candidate(day, cfg, state, tmp_path / "candidate")
     ((namespace, body),) = fake.created
@@ -104,3 +126,39 @@ def test_the_train_step_with_several_nodes_runs_as_a_trainjob(tiny_world, tmp_pa
     assert (tmp_path / "candidate" / "model.json").is_file()
     assert summary["days"]["test"] == [day]
     assert read(state, day).candidate["fingerprint"] == summary["fingerprint"]
+    assert fake.deleted == [("ml", body["metadata"]["name"])]  # after the checkpoint was copied out
+
+
+def test_a_finished_or_failed_job_leaves_its_logs_in_the_step_log_and_is_deleted():
+    body = trainjob.manifest("cscnn-train-l", "ml", load_config("tiny"), ["--world", "w"])
+    pods = FakePods({"cscnn-train-l-node-0-1": "rank 1\nok", "cscnn-train-l-node-0-0": "rank 0\ncheckpoint written"})
+    done, lines = FakeCustomObjects([[{"type": "Complete", "status": "True"}]]), []
+    with trainjob.submitted(body, api=done, pods=pods, echo=lines.append, poll_s=0) as job:
+        assert job["status"]["conditions"][0]["type"] == "Complete" and done.deleted == []
+    assert pods.selectors == ["jobset.sigs.k8s.io/jobset-name=cscnn-train-l"]
+    assert lines.index("cscnn-train-l-node-0-0 | checkpoint written") < lines.index("cscnn-train-l-node-0-1 | ok")
+    assert done.deleted == [("ml", "cscnn-train-l")] and lines[-1] == "TrainJob ml/cscnn-train-l deleted"
+
+    failed = FakeCustomObjects([[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]])
+    failing = trainjob.submitted(body, api=failed, pods=pods, echo=lines.append, poll_s=0)
+    with pytest.raises(trainjob.TrainJobError, match="BackoffLimitExceeded"), failing:
+        raise AssertionError("not reached: the job failed")
+    assert failed.deleted == [("ml", "cscnn-train-l")]
+
+
+def test_clean_up_failures_never_hide_the_outcome():
+    body = trainjob.manifest("cscnn-train-m", "ml", load_config("tiny"), ["--world", "w"])
+
+    class Unreachable(FakeCustomObjects):
+        def delete_namespaced_custom_object(self, *args):
+            raise ConnectionError("API server gone")
+
+    class NoLogs(FakePods):
+        def list_namespaced_pod(self, namespace, label_selector):
+            raise PermissionError("pods/log is forbidden")
+
+    api, lines = Unreachable([[{"type": "Complete", "status": "True"}]]), []
+    with trainjob.submitted(body, api=api, pods=NoLogs({}), echo=lines.append, poll_s=0):
+        pass
+    assert "worker logs not read (PermissionError: pods/log is forbidden)" in lines[0]
+    assert "not deleted (ConnectionError: API server gone); delete it by hand" in lines[1]

@@ -200,8 +200,7 @@ def _train_on_cluster(day: str, cfg: Config, state: State, out: Path) -> dict:
     world = registry_world(state, day)
     body = trainjob.manifest(name, trainjob.namespace(), cfg, worker_args(world, cfg, checkpoint, day))
     _log(f"TrainJob {name}: {cfg.train.nodes} node(s) x {cfg.train.workers} worker(s), {cfg.train.gpus} GPU(s)/node")
-    trainjob.run(body)
-    with atomic_dir(out) as tmp:
+    with trainjob.submitted(body, echo=_log), atomic_dir(out) as tmp:  # the job deleted once its checkpoint is copied
         shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
     return read_card(out)
 

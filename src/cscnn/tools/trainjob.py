@@ -10,7 +10,10 @@ torchrun reads: nodes, processes per node, rendezvous), `train.nodes` nodes x `t
 `train.gpus` GPUs per node, the state volume and the tool endpoints. Every worker runs
 `python -m cscnn.training.launch`, the same entry point as `cscnn train --workers N` on one machine; rank 0
 writes the checkpoint to the state volume. Built from the config; submitted and watched through the
-Kubernetes API (`kubernetes` client's CustomObjectsApi; tests pass a fake).
+Kubernetes API (`kubernetes` client's CustomObjectsApi; tests pass a fake). When the job has finished (or failed, or
+timed out), the tail of each worker pod's log is copied into the step's own log, where the KFP UI and Airflow show
+it, and the TrainJob is deleted (its JobSet and pods go with it): the checkpoint lives on the state volume, not in
+the job, and a job left behind would keep its pods, and on a timeout its GPUs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +33,8 @@ from cscnn.errors import RunFailure
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 MANAGER = "cscnn-ctr"  # owner of this job's runtime patches
 WORKER_CONTAINER = "node"  # the trainer container of the torch-distributed runtime
+POD_SELECTOR = "jobset.sigs.k8s.io/jobset-name={name}"  # the TrainJob's JobSet has its name; its pods carry it
+LOG_TAIL_LINES = 200  # of each worker's log, copied into the step's log
 
 
 class TrainJobError(RunFailure):
@@ -40,6 +47,16 @@ class CustomObjects(Protocol):
     def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: dict): ...
 
     def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str): ...
+
+    def delete_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str): ...
+
+
+class Pods(Protocol):
+    """The slice of `kubernetes.client.CoreV1Api` used here."""
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str): ...
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, container: str, tail_lines: int) -> str: ...
 
 
 def job_name(day: str, run_id: str) -> str:
@@ -131,8 +148,46 @@ def run(
         time.sleep(poll_s)
 
 
-def _custom_objects() -> CustomObjects:
-    """The in-cluster API (a pipeline pod), else the local kubeconfig."""
+@contextmanager
+def submitted(
+    body: dict[str, Any],
+    api: CustomObjects | None = None,
+    pods: Pods | None = None,
+    echo: Callable[[str], None] = print,
+    **wait: float,
+) -> Iterator[dict[str, Any]]:
+    """`run` the job and yield it finished; afterwards, whatever happened (a failure, a timeout, an error while the
+    caller copies the checkpoint), copy the workers' logs into this step's log and delete the job. Neither
+    clean-up action can hide the step's own outcome: each failure of theirs is one line of the log."""
+    api = api or _custom_objects()
+    try:
+        yield run(body, api=api, **wait)
+    finally:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        _forward_logs(pods or _pods(), namespace, name, echo)
+        try:
+            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            echo(f"TrainJob {namespace}/{name} deleted")
+        except Exception as exc:  # reported, never raised over the step's own outcome
+            echo(f"TrainJob {namespace}/{name} not deleted ({type(exc).__name__}: {exc}); delete it by hand")
+
+
+def _forward_logs(pods: Pods, namespace: str, name: str, echo: Callable[[str], None]) -> None:
+    try:
+        found = pods.list_namespaced_pod(namespace, label_selector=POD_SELECTOR.format(name=name))
+        for pod in sorted(found.items, key=lambda p: p.metadata.name):
+            pod_name = pod.metadata.name
+            text = pods.read_namespaced_pod_log(pod_name, namespace, container=WORKER_CONTAINER,
+                                                tail_lines=LOG_TAIL_LINES)  # fmt: skip
+            echo(f"--- {pod_name} (last {LOG_TAIL_LINES} lines) ---")
+            for line in (text or "").splitlines():
+                echo(f"{pod_name} | {line}")
+    except Exception as exc:  # logs are a courtesy; the job's outcome is what the step reports
+        echo(f"TrainJob {namespace}/{name}: worker logs not read ({type(exc).__name__}: {exc})")
+
+
+def _client():
+    """The `kubernetes` client, configured in-cluster (a pipeline pod), else from the local kubeconfig."""
     try:
         from kubernetes import client, config
     except ImportError as exc:  # pragma: no cover - the pipeline image has it (kfp depends on it)
@@ -141,7 +196,15 @@ def _custom_objects() -> CustomObjects:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.CustomObjectsApi()
+    return client
+
+
+def _custom_objects() -> CustomObjects:
+    return _client().CustomObjectsApi()
+
+
+def _pods() -> Pods:
+    return _client().CoreV1Api()
 
 
 def namespace() -> str:
