@@ -76,3 +76,35 @@ def test_a_webhook_that_is_down_is_logged_without_its_url(caplog):
     alert = notify.notify_failure(context(RuntimeError("failed: x")), env={notify.WEBHOOK_ENV: url})
     assert alert["delivered"] is False
     assert "was not reached" in caplog.text and "secret" not in caplog.text
+
+
+def test_the_report_tells_a_skipped_rerun_a_rejected_day_and_a_missing_day_apart(tmp_path):
+    """`orchestration.outcome`, the report task's body: three outcomes, three readings (no Airflow needed)."""
+    from cscnn.daily import status
+    from cscnn.state import State
+
+    landing = tmp_path / "landing"
+    (landing / "impressions").mkdir(parents=True)
+    for day in ("2026-01-04", "2026-01-05"):
+        (landing / "impressions" / f"{day}.parquet").write_bytes(b"")
+    env = {"CSCNN_STATE": str(tmp_path / "state"), "CSCNN_LANDING": str(landing)}
+    state = State.from_env(tmp_path / "state")
+    status.mark(state, "2026-01-04", status=status.DayStatus.PROMOTED, champion="1")
+    failure = {"table": "impressions", "expectation": "values_in_set", "column": "click", "details": "row 17"}
+    status.mark(
+        state,
+        "2026-01-05",
+        status=status.DayStatus.REJECTED,
+        step="validate",
+        validation={"success": False, "failures": [failure], "docs": "d.html"},
+    )
+
+    summary, failure_message = orchestration.outcome({}, "2026-01-04", env, tmp_path, "skipped")
+    assert failure_message is None and summary["outcome"].startswith("not rerun (already decided")
+    summary, failure_message = orchestration.outcome({}, "2026-01-05", env, tmp_path, "failed")
+    assert failure_message.startswith("rejected: day 2026-01-05 at step validate")
+    assert "impressions: values_in_set [click]: row 17" in failure_message
+    assert notify.failure_kind(failure_message) == "rejected"
+    summary, failure_message = orchestration.outcome({}, "2026-01-06", env, tmp_path, "upstream_failed")
+    assert failure_message.startswith("not landed: day 2026-01-06 has not landed") and summary["status"] is None
+    assert notify.failure_kind(failure_message) == "not landed"

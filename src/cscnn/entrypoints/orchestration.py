@@ -358,6 +358,5 @@ def outcome(
         return summary, None
     kind = status.DayStatus.REJECTED if record.status == status.DayStatus.REJECTED else status.DayStatus.FAILED
     at = f" at step {record.step}" if record.step else ""
-    return summary, f"{kind}: day {arguments['day']}{at} (the pipeline task ended {trigger_state}): " + (
-        record.error or text.splitlines()[0]
-    )
+    why = record.error or "; ".join(f.strip() for f in status.format_failures(record)[:3]) or text.splitlines()[0]
+    return summary, f"{kind}: day {arguments['day']}{at} (the pipeline task ended {trigger_state}): {why}"
