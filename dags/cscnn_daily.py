@@ -14,15 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from cscnn.entrypoints import orchestration
+from cscnn.entrypoints import notify, orchestration
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # relative landing/state paths are taken from the checkout
 START_DATE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 # Retries of the pipeline task. `airflow dags test` waits out every retry delay in the foreground, so the local
 # runner (`cscnn.entrypoints.airflow_setup.run_dag`) sets this to 0; a deployment keeps the default.
 PIPELINE_RETRIES = int(os.environ.get("CSCNN_PIPELINE_RETRIES", "2"))
+# How long `wait_for_landing` waits for the day's data (read at parse time; 0: fail at once, as the local runner
+# sets it). A sensor in reschedule mode: between pokes it holds no worker slot.
+LANDING_WAIT_S = int(os.environ.get("CSCNN_LANDING_WAIT_S", str(6 * 3600)))
+LANDING_POKE_S = 300
 
 DOC = """
 # cscnn_daily: one day of the CSCNN loop
@@ -40,6 +44,12 @@ Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that
 * **Params** (trigger form): run date, landing folder, profile, gate thresholds (empty: the config's value),
   training workers / nodes / GPUs per node (data-parallel DDP; nodes > 1 runs a Kubeflow Trainer TrainJob),
   force retrain (a day already promoted / not promoted is skipped without it), extra config overrides.
+* **Landing**: `wait_for_landing` waits up to 6 hours (`$CSCNN_LANDING_WAIT_S` at parse time) for the
+  day's impressions, poking every 5 minutes in reschedule mode (no worker slot held between pokes).
+* **States**: a day already decided is not rerun: `trigger_pipeline` and `report` end *skipped*. A failed
+  run's `report` message starts with its kind: `not landed`, `rejected` (the data), `bad configuration`,
+  `failed` (a step broke). `$CSCNN_ALERT_WEBHOOK` set: each failed run POSTs that message there
+  (`cscnn.entrypoints.notify`).
 * **Retries**: `trigger_pipeline` retries twice, 10 minutes apart (`$CSCNN_PIPELINE_RETRIES` at parse time
   changes the count), except when the day has not landed, its data is rejected (validation, or a data error
   in any step) or the configuration is bad: those fail at once (retrying cannot fix the data, and a retrying
@@ -48,7 +58,7 @@ Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that
   the day's outcome (key `outcome`, one line: status, gate decision and reasons, AUCs, model and data versions,
   data docs, the failed step and its error) and its log prints the same; `cscnn daily status --day D`; MLflow.
 * **Landing**: the `landing` param, else `$CSCNN_LANDING`, else the folder `make demo` recorded in the state,
-  else `data/small`. A missing folder or a day that has not landed fails at once, without retries.
+  else `data/small`. A missing folder fails at once; a day that has not landed is waited for (`wait_for_landing`).
 """
 
 PARAM_NAMES = (
@@ -76,6 +86,20 @@ PARAM_NAMES = (
     params={name: Param(**orchestration.PARAMS[name]) for name in PARAM_NAMES},
 )
 def cscnn_daily():
+    @task.sensor(mode="reschedule", poke_interval=LANDING_POKE_S, timeout=max(LANDING_WAIT_S, 1))
+    def wait_for_landing(params: dict[str, Any] | None = None, ds: str | None = None) -> bool:
+        """Wait for the day's impressions in the landing folder, up to `$CSCNN_LANDING_WAIT_S` (6 h), holding no
+        worker slot between pokes. A bad param or a landing folder with no impressions fails at once."""
+        try:
+            missing = orchestration.not_landed(params or {}, ds, os.environ, REPO_ROOT)
+        except (ValueError, orchestration.NotRetryable) as exc:
+            raise AirflowFailException(orchestration.failure_message(exc)) from exc
+        if missing and LANDING_WAIT_S <= 0:
+            raise AirflowFailException(f"not landed: {missing}")
+        if missing:
+            print(f"waiting: {missing}", flush=True)
+        return missing is None
+
     @task(
         retries=PIPELINE_RETRIES,
         retry_delay=dt.timedelta(minutes=10),
@@ -90,25 +114,33 @@ def cscnn_daily():
         try:
             arguments = orchestration.daily_arguments(params, ds, os.environ, REPO_ROOT)
             force = bool(params.get("force_retrain"))
-            return orchestration.run_day("daily", arguments, force, "set force_retrain to train it again")
+            result = orchestration.run_day("daily", arguments, force, "set force_retrain to train it again")
         except (ValueError, orchestration.NotRetryable) as exc:
-            raise AirflowFailException(str(exc)) from exc
+            raise AirflowFailException(orchestration.failure_message(exc)) from exc
+        if result.get("skipped"):
+            raise AirflowSkipException(f"not rerun: {result['skipped']}; set force_retrain to train it again")
+        return result
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @task(trigger_rule=TriggerRule.ALL_DONE, on_failure_callback=notify.notify_failure)
     def report(params: dict[str, Any] | None = None, ds: str | None = None, ti=None) -> dict[str, Any]:
         """The day's outcome from its status, whether the pipeline task succeeded or failed: status, gate
         decision and reasons, AUCs, model and data versions, data docs, the failed step and its error. One XCom
-        per field (`outcome`: all of it in one line), so the UI's XCom tab shows it without opening a log."""
+        per field (`outcome`: all of it in one line), so the UI's XCom tab shows it without opening a log.
+        Skipped when the pipeline task was (a decided day, not rerun); failed, with the kind first, when the run
+        failed (the run's one failure alert: `notify.notify_failure`)."""
         states = ti.get_task_states(dag_id=ti.dag_id, task_ids=["trigger_pipeline"], run_ids=[ti.run_id])
         trigger_state = states.get(ti.run_id, {}).get("trigger_pipeline")
         summary, failure = orchestration.outcome(params or {}, ds, os.environ, REPO_ROOT, trigger_state)
-        if failure:
+        if failure or trigger_state == "skipped":
             for key, value in summary.items():  # what returning it would push (a dict: one XCom per key)
                 ti.xcom_push(key, value)
+        if failure:
             raise AirflowFailException(failure)  # the run stays failed: this task is its last
+        if trigger_state == "skipped":
+            raise AirflowSkipException(summary["outcome"])
         return summary
 
-    trigger_pipeline() >> report()
+    wait_for_landing() >> trigger_pipeline() >> report()
 
 
 cscnn_daily()

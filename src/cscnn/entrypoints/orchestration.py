@@ -110,15 +110,16 @@ PARAMS: dict[str, dict[str, Any]] = {
         "description": "GPUs the training pod(s) request on a cluster (one worker per GPU). Empty: 1.",
         "section": TRAIN_SECTION,
     },
+    # Optional in the trigger form: Airflow's form marks a param required unless its type allows null.
     "force_retrain": {
         "default": False,
-        "type": "boolean",
+        "type": ["boolean", "null"],
         "title": "Force retrain",
         "description": "Train again a day that was already promoted or not promoted (otherwise it is skipped).",
     },
     "overrides": {
         "default": [],
-        "type": "array",
+        "type": ["array", "null"],
         "items": {"type": "string"},
         "title": "Extra config overrides",
         "description": "One section.key=value per line, e.g. train.epochs=3 (threshold fields above win).",
@@ -132,6 +133,10 @@ class NotRetryable(CSCNNError):
 
 class DayRejected(NotRetryable):
     """This run's data validation rejected the day; nothing was versioned or trained."""
+
+
+class NotLanded(NotRetryable):
+    """The day's impressions are not in the landing folder (yet): waiting may help, retrying the run does not."""
 
 
 def locations(params: Mapping[str, Any], env: Mapping[str, str], root: Path) -> dict[str, str]:
@@ -164,7 +169,7 @@ def check_landed(landing: str, day: str) -> None:
     if not (folder / schema.IMPRESSIONS_DIR / f"{day}.parquet").is_file():
         landed = sorted(p.stem for p in (folder / schema.IMPRESSIONS_DIR).glob("*.parquet"))
         span = f"{landed[0]} .. {landed[-1]}" if landed else "none"
-        raise NotRetryable(
+        raise NotLanded(
             f"day {day} has not landed in {folder} (days there: {span}): trigger with the `day` param set to a "
             f"landed day, or set {where}; clear the task once the data has landed"
         )
@@ -301,25 +306,57 @@ def report(trigger: Mapping[str, Any]) -> dict[str, Any]:
     return status.summary(record)
 
 
+def not_landed(params: Mapping[str, Any], ds: str | None, env: Mapping[str, str], root: Path) -> str | None:
+    """None when the run's day has landed, else why not (the DAG's landing sensor pokes this). A bad param or a
+    landing folder with no impressions at all raises: waiting cannot fix a setting."""
+    arguments = daily_arguments(params, ds, env, root)
+    try:
+        check_landed(arguments["landing"], arguments["day"])
+    except NotLanded as exc:
+        return str(exc)
+    return None
+
+
+def failure_message(exc: BaseException) -> str:
+    """The one line an operator reads first, starting with the kind of failure (`notify.KINDS`): "not landed",
+    "rejected" (the data: not retried), "bad configuration", else "failed"."""
+    text = str(exc)
+    if isinstance(exc, NotLanded):
+        return f"not landed: {text}"
+    if isinstance(exc, DayRejected):
+        return f"rejected: {text}"
+    if isinstance(exc, ValueError) or text.startswith("bad configuration"):
+        return text if text.startswith("bad configuration") else f"bad configuration: {text}"
+    return f"failed: {text}"
+
+
 def outcome(
     params: Mapping[str, Any], ds: str | None, env: Mapping[str, str], root: Path, trigger_state: str | None
 ) -> tuple[dict[str, Any], str | None]:
     """What the DAG's report task shows whether the pipeline task succeeded or not: the day's summary with
     `outcome`, the report in one line (its XComs, readable in the UI's XCom tab without a log), and the failure
-    message when the run failed (None when it succeeded)."""
+    message when the run failed (None when it succeeded or was skipped), starting with its kind
+    (`failure_message`). A skipped run's outcome says the day was not rerun, not a fresh decision."""
     try:
         arguments = daily_arguments(params, ds, env, root)
-        if trigger_state != "success":
+        if trigger_state not in ("success", "skipped"):
             check_landed(arguments["landing"], arguments["day"])
     except (ValueError, NotRetryable) as exc:
-        print(exc, flush=True)
-        return {"day": params.get("day") or ds, "status": None, "outcome": " ".join(str(exc).split())}, str(exc)
+        message = failure_message(exc)
+        print(message, flush=True)
+        return {"day": params.get("day") or ds, "status": None, "outcome": " ".join(message.split())}, message
     from cscnn.daily import faults
 
     record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
     text = status.report(record)
     print(text, flush=True)
-    summary = {**status.summary(record), "outcome": " | ".join(line.strip() for line in text.splitlines())}
-    if trigger_state == "success":
+    line = " | ".join(line.strip() for line in text.splitlines())
+    if trigger_state == "skipped":
+        line = f"not rerun (already decided; set force_retrain to train it again): {line}"
+    summary = {**status.summary(record), "outcome": line}
+    if trigger_state in ("success", "skipped"):
         return summary, None
-    return summary, f"the pipeline task ended {trigger_state}: {record.error or text.splitlines()[0]}"
+    kind = status.DayStatus.REJECTED if record.status == status.DayStatus.REJECTED else status.DayStatus.FAILED
+    at = f" at step {record.step}" if record.step else ""
+    why = record.error or "; ".join(f.strip() for f in status.format_failures(record)[:3]) or text.splitlines()[0]
+    return summary, f"{kind}: day {arguments['day']}{at} (the pipeline task ended {trigger_state}): {why}"

