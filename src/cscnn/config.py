@@ -123,7 +123,9 @@ class TrainConfig:
     decode_once: bool = True  # images decoded once per catalogue version into a mapped store (no cache above)
     image_store_dir: str = ""  # where the stores live; "": a node-local temp folder (cscnn.data.image_store)
     image_store_keep: int = 4  # stores kept there (most recently used); older catalogue versions are removed
-    prefetch_batches: int = 4  # batches assembled ahead by a background thread (bounded queue); 0: inline
+    # Batches assembled ahead by a background thread (bounded queue); 0: inline; -1 (auto): 4 on CUDA, inline
+    # on CPU, where the thread would take a core from the step's own threads (docs/benchmarks.md).
+    prefetch_batches: int = -1
 
 
 @dataclass
@@ -247,8 +249,8 @@ class Config:
                 "train.dist_timeout_s, chunk_rows and image_cache_items must be >= 1; shuffle_buffer_rows >= 0",
             ),
             (
-                t.image_store_keep >= 1 and t.prefetch_batches >= 0,
-                "train.image_store_keep must be >= 1 and train.prefetch_batches >= 0",
+                t.image_store_keep >= 1 and t.prefetch_batches >= -1,
+                "train.image_store_keep must be >= 1 and train.prefetch_batches >= -1 (-1: auto)",
             ),
             (
                 t.workers * t.nodes <= t.batch_size,

@@ -36,7 +36,7 @@ from cscnn.models.ctr import ImageSource
 from cscnn.training import distributed
 from cscnn.training.checkpoint import load_checkpoint
 from cscnn.training.features import image_source
-from cscnn.training.prefetch import ahead
+from cscnn.training.prefetch import ahead, depth_for
 from cscnn.training.train import select_device
 
 EMBED_BATCH = 512
@@ -111,7 +111,13 @@ def export_table(model_dir: Path, world_dir: Path, out: Path, device: str = "aut
     with distributed.process_group(cfg.train, select_device(device)) as ranks:
         torch_device = distributed.device_for(ranks, select_device(device))
         bank = image_source(world, encoder, cfg)
-        vectors = visual_vectors(model.to(torch_device), bank, torch_device, ranks, prefetch=cfg.train.prefetch_batches)
+        vectors = visual_vectors(
+            model.to(torch_device),
+            bank,
+            torch_device,
+            ranks,
+            prefetch=depth_for(cfg.train.prefetch_batches, torch_device),
+        )
         meta = {}
         if ranks.is_main:
             meta = _write_table(Path(out), world.items, vectors, encoder, card, world, refreshed=len(vectors))
@@ -137,7 +143,11 @@ def extend_table(model_dir: Path, table_dir: Path, world_dir: Path, out: Path, d
         # the day's training then reuses (`train.decode_once`).
         bank = image_source(world, encoder, cfg)
         new_vectors = visual_vectors(
-            model.to(torch_device), bank, torch_device, rows=new_rows, prefetch=cfg.train.prefetch_batches
+            model.to(torch_device),
+            bank,
+            torch_device,
+            rows=new_rows,
+            prefetch=depth_for(cfg.train.prefetch_batches, torch_device),
         )
         vectors = np.concatenate([vectors, new_vectors])
     items = pd.concat([old_items, new_items[old_items.columns]], ignore_index=True)

@@ -220,7 +220,9 @@ class StoredImages:
     Fetches like `CachedImages` and `ImageBank`: images and 1-based categories of catalogue rows."""
 
     def __init__(self, world: World, encoder: FeatureEncoder, image_size: int, store_dir: Path, keep: int) -> None:
-        self.pixels = open_store(world.items, world.images_dir, image_size, store_dir, keep)
+        # A tensor over the mapped file (no copy): torch's gather releases the GIL, so the assembly thread's
+        # gathers overlap the step.
+        self.pixels = torch.from_numpy(open_store(world.items, world.images_dir, image_size, store_dir, keep))
         self.categories = torch.from_numpy(encoder.category_index(world.items["category"]))
 
     def __len__(self) -> int:
@@ -228,8 +230,7 @@ class StoredImages:
 
     def fetch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cpu = rows.cpu()
-        images = torch.from_numpy(self.pixels[cpu.numpy()])  # fancy indexing copies out of the map
-        return images.to(rows.device), self.categories[cpu].to(rows.device)
+        return self.pixels.index_select(0, cpu).to(rows.device), self.categories[cpu].to(rows.device)
 
 
 def image_source(world: World, encoder: FeatureEncoder, cfg: Config) -> StoredImages | CachedImages:

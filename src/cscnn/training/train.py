@@ -33,7 +33,7 @@ from cscnn.training.features import (
     split_days,
 )
 from cscnn.training.metrics import auc
-from cscnn.training.prefetch import ahead, gather_images
+from cscnn.training.prefetch import ahead, depth_for, gather_images
 from cscnn.training.recipe import ItemIdDropout, WeightAverage, lr_factor, param_groups, set_lr
 from cscnn.training.scoring import score_days
 from cscnn.training.stream import count_rows, fit_encoder, shuffled_batches
@@ -211,7 +211,7 @@ def assembled_batches(run: Run) -> Iterator[tuple[int, Batch, ImageSource | None
             images = gather_images(mine, source, cfg.train.dedup, pin) if source is not None else None
             yield len(global_batch), mine.pin_memory() if pin else mine, images
 
-    return ahead(assemble(), cfg.train.prefetch_batches)
+    return ahead(assemble(), depth_for(cfg.train.prefetch_batches, run.device))
 
 
 def run_epoch(run: Run, desc: str, progress: bool) -> dict:
