@@ -119,7 +119,8 @@ def measure_data(args, store: Path) -> dict:
 
 
 def measure_train(args, store: Path, model_dir: Path) -> dict:
-    cfg = config(args.profile, args.variant, store, [f"train.epochs={args.epochs}", *args.overrides])
+    extra = [f"train.epochs={args.epochs}", f"train.device={args.device}", *args.overrides]
+    cfg = config(args.profile, args.variant, store, extra)
     world = open_world(ensure_world(cfg, args.profile))
     started = time.perf_counter()
     result = train(world, cfg, out=model_dir, progress=False)
@@ -139,7 +140,7 @@ def measure_embed(args, model_dir: Path, store: Path) -> dict:
             for old in store.glob("*.npy"):
                 old.unlink()
         start = time.perf_counter()
-        meta = export_table(model_dir, world_dir, Path(tempfile.mkdtemp()) / "table", device="cpu")
+        meta = export_table(model_dir, world_dir, Path(tempfile.mkdtemp()) / "table", device=args.device)
         seconds = time.perf_counter() - start
         runs.append({"run": attempt, "images": meta["n_items"], "seconds": seconds})
         print(f"embed ({attempt}): {meta['n_items'] / seconds:8.0f} images/s ({meta['n_items']} in {seconds:.1f} s)")
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--profile", default="small", help="world of the training and embedding figures")
     parser.add_argument("--variant", default="cscnn")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="train.device of the training and embedding figures")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, key=value")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/data_path_<label>.json")
     args = parser.parse_args()
