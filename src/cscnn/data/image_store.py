@@ -53,7 +53,7 @@ def store_key(files: list[Path], size: int) -> str:
 
 
 def open_store(items: pd.DataFrame, images_dir: Path, size: int, store_dir: Path, keep: int = 4) -> np.ndarray:
-    """The catalogue's images as a memory map, uint8 [len(items), 3, size, size]; built if needed.
+    """The catalogue's images as a read-only memory map, uint8 [len(items), 3, size, size]; built if needed.
 
     `keep`: the stores kept in `store_dir` (the most recently used); older catalogue versions are removed
     after a build. A bad image raises ImageError naming the file, the item and its `items.parquet` row.
@@ -69,7 +69,7 @@ def open_store(items: pd.DataFrame, images_dir: Path, size: int, store_dir: Path
                 _build(path, files, items["item_id"].to_numpy(), size)
                 _prune(store_dir, keep, current=path)
             os.utime(path)  # "recently used", for the pruning
-        return np.load(path, mmap_mode="c", allow_pickle=False)  # copy-on-write: the file is never written
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except OSError as exc:
         raise CSCNNError(
             f"{store_dir}: cannot write or read the decoded image store ({exc}); point train.image_store_dir at a "

@@ -220,9 +220,7 @@ class StoredImages:
     Fetches like `CachedImages` and `ImageBank`: images and 1-based categories of catalogue rows."""
 
     def __init__(self, world: World, encoder: FeatureEncoder, image_size: int, store_dir: Path, keep: int) -> None:
-        # A tensor over the mapped file (no copy): torch's gather releases the GIL, so the assembly thread's
-        # gathers overlap the step.
-        self.pixels = torch.from_numpy(open_store(world.items, world.images_dir, image_size, store_dir, keep))
+        self.pixels = open_store(world.items, world.images_dir, image_size, store_dir, keep)
         self.categories = torch.from_numpy(encoder.category_index(world.items["category"]))
 
     def __len__(self) -> int:
@@ -230,7 +228,10 @@ class StoredImages:
 
     def fetch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cpu = rows.cpu()
-        return self.pixels.index_select(0, cpu).to(rows.device), self.categories[cpu].to(rows.device)
+        # np.take copies whole rows out of the map, without the GIL; torch's index_select over the same map was
+        # 4-6x slower for these uint8 rows (1,400 of 4,000 64 px images: 4 ms against 24 ms on 2 cores).
+        images = torch.from_numpy(np.take(self.pixels, cpu.numpy(), axis=0))
+        return images.to(rows.device), self.categories[cpu].to(rows.device)
 
 
 def image_source(world: World, encoder: FeatureEncoder, cfg: Config) -> StoredImages | CachedImages:
