@@ -74,8 +74,8 @@ class Prepared:
 
 
 def prepare(world: World, cfg: Config, images: bool = True, attributes: bool = False) -> Prepared:
-    """`images`: open the image cache; `attributes`: read the world's true attributes (the diagnostic
-    variant; the encoder then records their names)."""
+    """`images`: open the image source (`image_source`); `attributes`: read the world's true attributes (the
+    diagnostic variant; the encoder then records their names)."""
     split = split_days(world.days, cfg.train.val_days, cfg.train.test_days, cfg.train.window_days)
     encoder = fit_encoder(world, split.train, cfg.train.chunk_rows)
     bank = image_source(world, encoder, cfg) if images else None
