@@ -119,6 +119,13 @@ class TrainConfig:
     chunk_rows: int = 65_536  # rows read, validated and encoded at a time (one Arrow record batch)
     shuffle_buffer_rows: int = 262_144  # rows mixed before batches are cut; >= the data: a full shuffle
     image_cache_items: int = 20_000  # decoded images kept (least recently used out); 64 px: 12 KB each
+    # The data path (docs/training.md, "Feeding the step"): decode once, assemble batches ahead of the step.
+    decode_once: bool = True  # images decoded once per catalogue version into a mapped store (no cache above)
+    image_store_dir: str = ""  # where the stores live; "": a node-local temp folder (cscnn.data.image_store)
+    image_store_keep: int = 4  # stores kept there (most recently used); older catalogue versions are removed
+    # Batches assembled ahead by a background thread (bounded queue); 0: inline; -1 (auto): 4 on CUDA, inline
+    # on CPU, where the thread would take a core from the step's own threads (docs/benchmarks.md).
+    prefetch_batches: int = -1
 
 
 @dataclass
@@ -240,6 +247,10 @@ class Config:
             (
                 min(t.dist_timeout_s, t.chunk_rows, t.image_cache_items) >= 1 and t.shuffle_buffer_rows >= 0,
                 "train.dist_timeout_s, chunk_rows and image_cache_items must be >= 1; shuffle_buffer_rows >= 0",
+            ),
+            (
+                t.image_store_keep >= 1 and t.prefetch_batches >= -1,
+                "train.image_store_keep must be >= 1 and train.prefetch_batches >= -1 (-1: auto)",
             ),
             (
                 t.workers * t.nodes <= t.batch_size,

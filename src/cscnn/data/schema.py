@@ -90,7 +90,7 @@ def _check_column(series: pd.Series, col: Column, source: str) -> pd.Series:
     null = values.isna().to_numpy()
     if null.any():
         raise DataContractError(f"{where}: row {_first_row(null)}: missing value (nulls are not allowed)")
-    if col.kind == "string":
+    if col.kind == "string" and not isinstance(values.dtype, pd.StringDtype):  # a string dtype holds only str
         is_str = values.map(lambda v: isinstance(v, str)).to_numpy()
         if not is_str.all():
             row = _first_row(~is_str)

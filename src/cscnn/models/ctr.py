@@ -25,15 +25,24 @@ class Batch:
     item_row: torch.Tensor  # [B] int64
     label: torch.Tensor | None = None  # [B] float32
 
-    def to(self, device: torch.device) -> Batch:
-        label = None if self.label is None else self.label.to(device)
-        return Batch(self.sparse.to(device), self.dense.to(device), self.item_row.to(device), label)
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        """On `device`; `non_blocking` from pinned memory lets the copy overlap the step running on CUDA."""
+        tensors = [self.sparse, self.dense, self.item_row] + ([] if self.label is None else [self.label])
+        moved = [t.to(device, non_blocking=non_blocking) for t in tensors]
+        return Batch(*moved[:3], moved[3] if self.label is not None else None)
+
+    def pin_memory(self) -> Batch:
+        """In page-locked host memory, so that `to(cuda, non_blocking=True)` is asynchronous."""
+        tensors = [self.sparse, self.dense, self.item_row] + ([] if self.label is None else [self.label])
+        pinned = [t.pin_memory() for t in tensors]
+        return Batch(*pinned[:3], pinned[3] if self.label is not None else None)
 
 
 class ImageSource(Protocol):
     """Where the visual part's input comes from: images (or, for the diagnostic `attributes` variant, true
     attributes) and 1-based categories of catalogue rows (an in-memory `ImageBank`,
-    `cscnn.training.features.CachedImages` that decodes on demand, or `cscnn.training.features.AttributeBank`)."""
+    `cscnn.training.features.StoredImages` (the decoded store), `CachedImages` that decodes on demand, or
+    `cscnn.training.features.AttributeBank`)."""
 
     def __len__(self) -> int: ...
 
@@ -69,7 +78,7 @@ class ImageBank:
 IMAGE_BUCKET = 64
 
 
-def _pad_to_bucket(rows: torch.Tensor) -> torch.Tensor:
+def pad_to_bucket(rows: torch.Tensor) -> torch.Tensor:
     missing = -len(rows) % IMAGE_BUCKET
     return torch.cat([rows, rows[:1].expand(missing)]) if missing and len(rows) else rows
 
@@ -151,7 +160,7 @@ class CTRModel(nn.Module):
         else:
             rows, inverse = batch.item_row, None
         n = len(rows)
-        images, categories = bank.fetch(_pad_to_bucket(rows))
+        images, categories = bank.fetch(pad_to_bucket(rows))
         out = self.encode_images(images, categories, return_attention)
         out["visual"] = out["visual"][:n] if inverse is None else out["visual"][:n][inverse]
         if return_attention:

@@ -35,7 +35,8 @@ from cscnn.models import CTRModel
 from cscnn.models.ctr import ImageSource
 from cscnn.training import distributed
 from cscnn.training.checkpoint import load_checkpoint
-from cscnn.training.features import cached_images
+from cscnn.training.features import image_source
+from cscnn.training.prefetch import ahead, depth_for
 from cscnn.training.train import select_device
 
 EMBED_BATCH = 512
@@ -45,19 +46,31 @@ CATALOG_COLUMNS = ("item_id", "category", "brand", "price")  # what serving need
 
 @torch.no_grad()
 def visual_vectors(
-    model: CTRModel, bank: ImageSource, device: torch.device, ranks: distributed.Ranks | None = None
+    model: CTRModel,
+    bank: ImageSource,
+    device: torch.device,
+    ranks: distributed.Ranks | None = None,
+    rows: np.ndarray | None = None,
+    prefetch: int = 0,
 ) -> np.ndarray:
-    """Every catalogue row's visual vector, in catalogue order. Under several workers each rank embeds its
-    contiguous share of the catalogue and the shares are gathered (every rank gets the whole table)."""
+    """The visual vectors of catalogue `rows` (default: every row), in that order. Under several workers each
+    rank embeds its contiguous share and the shares are gathered (every rank gets the whole table).
+    `prefetch`: image batches gathered ahead of the CNN by a background thread (`train.prefetch_batches`)."""
     ranks = ranks or distributed.Ranks()
     model.eval()
-    mine = torch.arange(len(bank))[distributed.local_slice(len(bank), ranks)]
+    wanted = torch.arange(len(bank)) if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    mine = wanted[distributed.local_slice(len(wanted), ranks)]
+    pin = device.type == "cuda"
     chunks = [np.empty((0, model.backbone.project.out_features), dtype=np.float32)]
-    for rows in mine.split(EMBED_BATCH):
-        images, categories = bank.fetch(rows)
-        visual = model.encode_images(images.to(device), categories.to(device))["visual"]
-        chunks.append(visual.float().cpu().numpy())
+    for images, categories in ahead((_fetched(bank, part, pin) for part in mine.split(EMBED_BATCH)), prefetch):
+        visual = model.encode_images(images.to(device, non_blocking=True), categories.to(device, non_blocking=True))
+        chunks.append(visual["visual"].float().cpu().numpy())
     return distributed.gather({"vectors": np.concatenate(chunks)}, ranks)["vectors"]
+
+
+def _fetched(bank: ImageSource, rows: torch.Tensor, pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images, categories = bank.fetch(rows)
+    return (images.pin_memory(), categories.pin_memory()) if pin else (images, categories)
 
 
 @dataclass
@@ -97,8 +110,14 @@ def export_table(model_dir: Path, world_dir: Path, out: Path, device: str = "aut
     world = open_world(world_dir)
     with distributed.process_group(cfg.train, select_device(device)) as ranks:
         torch_device = distributed.device_for(ranks, select_device(device))
-        bank = cached_images(world, encoder, cfg)
-        vectors = visual_vectors(model.to(torch_device), bank, torch_device, ranks)
+        bank = image_source(world, encoder, cfg)
+        vectors = visual_vectors(
+            model.to(torch_device),
+            bank,
+            torch_device,
+            ranks,
+            prefetch=depth_for(cfg.train.prefetch_batches, torch_device),
+        )
         meta = {}
         if ranks.is_main:
             meta = _write_table(Path(out), world.items, vectors, encoder, card, world, refreshed=len(vectors))
@@ -114,14 +133,23 @@ def extend_table(model_dir: Path, table_dir: Path, world_dir: Path, out: Path, d
     model, encoder, cfg, card = _load_visual_model(model_dir)
     table = load_table(table_dir, expected_fingerprint=card["fingerprint"])
     world = open_world(world_dir)
-    new_items = world.items[~world.items["item_id"].isin(table.item_ids)].reset_index(drop=True)
+    new_rows = np.flatnonzero(~world.items["item_id"].isin(table.item_ids).to_numpy())
+    new_items = world.items.iloc[new_rows].reset_index(drop=True)
     old_items = pd.read_parquet(Path(table_dir) / CATALOG_FILE)
     vectors = np.asarray(table.vectors)
     if len(new_items):
         torch_device = select_device(device)
-        sub_world = World(root=world.root, items=new_items, users=world.users, days=world.days)
-        bank = cached_images(sub_world, encoder, cfg)
-        vectors = np.concatenate([vectors, visual_vectors(model.to(torch_device), bank, torch_device)])
+        # The whole catalogue's source, of which only the new rows are embedded: its decoded store is the one
+        # the day's training then reuses (`train.decode_once`).
+        bank = image_source(world, encoder, cfg)
+        new_vectors = visual_vectors(
+            model.to(torch_device),
+            bank,
+            torch_device,
+            rows=new_rows,
+            prefetch=depth_for(cfg.train.prefetch_batches, torch_device),
+        )
+        vectors = np.concatenate([vectors, new_vectors])
     items = pd.concat([old_items, new_items[old_items.columns]], ignore_index=True)
     return _write_table(Path(out), items, vectors, encoder, card, world, refreshed=len(new_items))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +24,17 @@ from cscnn.training import distributed
 from cscnn.training.allocator import reuse_freed_memory
 from cscnn.training.checkpoint import build_model, read_card, save_checkpoint
 from cscnn.training.diagnostics import signal_scale
-from cscnn.training.features import AttributeBank, CachedImages, DaySplit, FeatureEncoder, cached_images, split_days
+from cscnn.training.features import (
+    AttributeBank,
+    CachedImages,
+    DaySplit,
+    FeatureEncoder,
+    StoredImages,
+    image_source,
+    split_days,
+)
 from cscnn.training.metrics import auc
+from cscnn.training.prefetch import ahead, depth_for, gather_images
 from cscnn.training.recipe import ItemIdDropout, WeightAverage, lr_factor, param_groups, set_lr
 from cscnn.training.scoring import score_days
 from cscnn.training.stream import count_rows, fit_encoder, shuffled_batches
@@ -50,13 +60,13 @@ def seed_everything(seed: int) -> np.random.Generator:
 @dataclass
 class Prepared:
     """What a run needs from a world before it reads any impression: the day split, the vocabularies (one
-    streaming pass over the training days) and the image source (decodes on demand, bounded cache); the
+    streaming pass over the training days) and the image source (the decoded store, or a bounded cache); the
     diagnostic `attributes` variant reads `attributes` instead of images."""
 
     world: World
     split: DaySplit
     encoder: FeatureEncoder
-    bank: CachedImages | None  # None for the no-image variant: its images are never decoded
+    bank: StoredImages | CachedImages | None  # None for the no-image variant: its images are never decoded
     attributes: AttributeBank | None = None
 
     def source_for(self, variant: Variant) -> ImageSource | None:
@@ -67,11 +77,11 @@ class Prepared:
 
 
 def prepare(world: World, cfg: Config, images: bool = True, attributes: bool = False) -> Prepared:
-    """`images`: open the image cache; `attributes`: read the world's true attributes (the diagnostic
-    variant; the encoder then records their names)."""
+    """`images`: open the image source (`image_source`); `attributes`: read the world's true attributes (the
+    diagnostic variant; the encoder then records their names)."""
     split = split_days(world.days, cfg.train.val_days, cfg.train.test_days, cfg.train.window_days)
     encoder = fit_encoder(world, split.train, cfg.train.chunk_rows)
-    bank = cached_images(world, encoder, cfg) if images else None
+    bank = image_source(world, encoder, cfg) if images else None
     truth = None
     if attributes:
         truth = AttributeBank(world, encoder)
@@ -180,40 +190,58 @@ def _warm_up(run: Run) -> None:
     set_lr(run.optimizer, lr_factor(run.cfg.train, run.steps, run.total_steps))
 
 
+def assembled_batches(run: Run) -> Iterator[tuple[int, Batch, ImageSource | None]]:
+    """One epoch's steps as (global batch rows, this rank's share, the images its step reads), assembled in
+    `train.prefetch_batches` ahead of the step by a background thread (`cscnn.training.prefetch`). The same
+    seeded generators run in the same order as inline, so the data order does not depend on the setting."""
+    cfg, prepared = run.cfg, run.prepared
+    pin = run.device.type == "cuda"
+    source = run.source
+
+    def assemble() -> Iterator[tuple[int, Batch, ImageSource | None]]:
+        batches = shuffled_batches(
+            prepared.world,
+            prepared.split.train,
+            prepared.encoder,
+            cfg.train.batch_size,
+            cfg.train.shuffle_buffer_rows,
+            cfg.train.chunk_rows,
+            run.rng,
+        )
+        for global_batch in batches:
+            global_batch = run.dropout(global_batch) if run.dropout else global_batch
+            mine = global_batch.take(distributed.local_slice(len(global_batch), run.ranks)).to_batch()
+            images = gather_images(mine, source, cfg.train.dedup, pin) if source is not None else None
+            yield len(global_batch), mine.pin_memory() if pin else mine, images
+
+    return ahead(assemble(), depth_for(cfg.train.prefetch_batches, run.device))
+
+
 def run_epoch(run: Run, desc: str, progress: bool) -> dict:
     """One pass over the training days in a seeded, buffer-shuffled order of global batches."""
     cfg, prepared = run.cfg, run.prepared
     run.engine.train()
     started, losses, unique_images, rows = time.perf_counter(), [], 0, 0
-    batches = shuffled_batches(
-        prepared.world,
-        prepared.split.train,
-        prepared.encoder,
-        cfg.train.batch_size,
-        cfg.train.shuffle_buffer_rows,
-        cfg.train.chunk_rows,
-        run.rng,
-    )
     total = -(-count_rows(prepared.world, prepared.split.train) // cfg.train.batch_size)
-    bar = tqdm(batches, total=total, desc=desc, disable=not progress or not run.ranks.is_main, leave=False)
-    for global_batch in bar:
-        global_batch = run.dropout(global_batch) if run.dropout else global_batch
-        mine = global_batch.take(distributed.local_slice(len(global_batch), run.ranks))
+    bar = tqdm(
+        assembled_batches(run), total=total, desc=desc, disable=not progress or not run.ranks.is_main, leave=False
+    )
+    for global_rows, mine, images in bar:
         _warm_up(run)
         loss, n_images = train_step(
             run.engine,
-            mine.to_batch().to(run.device),
-            run.source,
+            mine.to(run.device, non_blocking=True),
+            images,
             run.optimizer,
             cfg.train.dedup,
-            len(global_batch),
+            global_rows,
             run.ranks.world_size,
         )
         if run.average is not None:
             run.average.update()
         losses.append(loss)
         unique_images += n_images
-        rows += len(global_batch)
+        rows += global_rows
         bar.set_postfix(loss=f"{loss:.4f}")
     return {
         "train_loss": float(np.mean(losses)) if losses else float("nan"),
