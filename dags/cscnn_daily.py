@@ -29,9 +29,8 @@ DOC = """
 
 Runs the Kubeflow pipeline `daily` (`kfp_pipelines/daily.py`) for one day of click logs and waits:
 
-validate (Great Expectations) → version (DVC) → refresh embeddings → train a candidate → evaluate candidate
-and champion on the same day → gate → register (MLflow alias `challenger`) → [gate passed] full embedding
-table → package and smoke-check the service → promote (alias `champion`).
+validate, version, train, evaluate and gate a candidate, and, when it passes, ship it: the steps are the
+table in `docs/daily_loop.md` (generated from `cscnn.daily.chain.STEPS`; each step is a task of the pipeline).
 
 Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that Kubeflow Pipelines host.
 

@@ -67,7 +67,7 @@ def cscnn_embedding_refresh():
     @task
     def report(trigger: dict[str, Any]) -> dict[str, Any]:
         """Print how many new ads were embedded, by which champion version, and the day's status."""
-        return orchestration.report(trigger)
+        return orchestration.print_record(trigger)
 
     report(trigger_pipeline())
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cscnn.config import load_config
-from cscnn.daily import steps
+from cscnn.daily import tasks
 from cscnn.data.io import open_world
 from cscnn.data.truth import ATTRIBUTES_FILE, read_attributes
 from cscnn.errors import ConfigError, CSCNNError, DataContractError
@@ -67,7 +67,7 @@ def _variant(name: str):
 
 def test_the_daily_loop_refuses_the_diagnostic_variant() -> None:
     with pytest.raises(ConfigError, match="diagnostic"):
-        steps.context("tiny", ["model.variant=attributes"], "")
+        tasks.context("tiny", ["model.variant=attributes"], "")
 
 
 def test_one_preparation_serves_image_and_attribute_variants(tiny_world: Path) -> None:

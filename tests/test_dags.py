@@ -345,7 +345,7 @@ def test_report_shows_decision_aucs_versions_and_data_docs():
         "mlflow_run": "r2",
         "champion": "1",
     }
-    text = status.report(status.DayRecord.from_dict(day))
+    text = status.format_record(status.DayRecord.from_dict(day))
     for expected in (
         "day 2026-01-04: not_promoted",
         "gate: FAILED; candidate AUC 0.7012, champion AUC 0.7301 (v1)",
@@ -367,7 +367,7 @@ def test_report_shows_decision_aucs_versions_and_data_docs():
             "docs": "/d/index.html",
         },
     }
-    text = status.report(status.DayRecord.from_dict(rejected))
+    text = status.format_record(status.DayRecord.from_dict(rejected))
     assert "validation: FAILED" in text and "impressions: values_in_set [click]: 2" in text
 
 
@@ -400,7 +400,7 @@ def run_pipeline(name, arguments, host=None):
     if day == "2026-01-05":  # the bad day: validation marks it and the pipeline run fails
         failure = {"table": "impressions", "expectation": "values_in_set", "column": "click", "details": "row 17"}
         mark(state, day, status="rejected", validation={"success": False, "failures": [failure], "docs": "d.html"})
-        raise RuntimeError("validate-day failed")
+        raise RuntimeError("validate failed")
     gate = {"passed": True, "candidate_auc": 0.71, "champion_auc": None, "champion_version": None, "reasons": []}
     mark(state, day, status="promoted", gate=gate, data_version="v-" + day, candidate_version="1", champion="1")
     return {"mode": "fake", "pipeline": name}

@@ -98,14 +98,14 @@ def _wait_no_servers(state: State, seconds: float = 30.0) -> list[int]:
 
 def _registry(state: State) -> dict:
     """Every version of the model with its tags and aliases, and the status of every MLflow run."""
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
-    client = registry.client(state)
+    client = model_registry.client(state)
     versions = {}
     for mv in client.search_model_versions("name = 'cscnn-ctr'"):
         full = client.get_model_version("cscnn-ctr", mv.version)
         versions[str(mv.version)] = {"tags": dict(full.tags), "aliases": list(full.aliases), "run_id": full.run_id}
-    experiment = client.get_experiment_by_name(registry.EXPERIMENT)
+    experiment = client.get_experiment_by_name(model_registry.EXPERIMENT)
     runs = {r.info.run_id: r.info.status for r in client.search_runs([experiment.experiment_id])}
     return {"versions": versions, "runs": runs}
 
@@ -248,12 +248,12 @@ def test_the_registry_is_consistent_after_the_crashes(faults):
 
 
 def test_registering_the_same_fingerprint_on_the_same_data_reuses_the_version(faults):
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
     state = faults["state"]
     [(version, info)] = faults["after_package"]["versions"].items()
-    checkpoint, _ = registry.fetch(registry.get_version(version, state), state)
-    ref = registry.log_candidate(checkpoint, {"auc": 0.5}, {}, info["tags"]["data_version"], state=state)
+    checkpoint, _ = model_registry.fetch(model_registry.get_version(version, state), state)
+    ref = model_registry.log_candidate(checkpoint, {"auc": 0.5}, {}, info["tags"]["data_version"], state=state)
     assert ref.version == version
     assert _registry(state)["versions"].keys() == {version}
 

@@ -102,5 +102,5 @@ def test_the_train_step_with_several_nodes_runs_as_a_trainjob(tiny_world, tmp_pa
     ((namespace, body),) = fake.created
     assert namespace == "ml" and body["spec"]["trainer"]["numNodes"] == 2
     assert (tmp_path / "candidate" / "model.json").is_file()
-    assert summary["days"]["test"] == [day]
-    assert read(state, day).candidate["fingerprint"] == summary["fingerprint"]
+    assert summary.days["test"] == [day]
+    assert read(state, day).candidate["fingerprint"] == summary.fingerprint

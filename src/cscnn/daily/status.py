@@ -230,7 +230,7 @@ def format_failures(record: DayRecord) -> list[str]:
     ]
 
 
-def report(record: DayRecord) -> str:
+def format_record(record: DayRecord) -> str:
     """What operators read in the report task's log: decision, AUCs, model and data versions, data docs."""
     lines = [f"day {record.day}: {record.status or 'no status recorded'}"]
     if record.validation:

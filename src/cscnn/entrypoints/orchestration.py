@@ -291,13 +291,13 @@ def run_failure(state: State, day: str, before: status.DayRecord, exc: Exception
     return RuntimeError(f"day {day} failed at step {after.step or '-'}: {after.error}")
 
 
-def report(trigger: Mapping[str, Any]) -> dict[str, Any]:
+def print_record(trigger: Mapping[str, Any]) -> dict[str, Any]:
     """Print the day's record for operators; return its summary (the report task's XCom)."""
     arguments = trigger["arguments"]
     from cscnn.daily import faults
 
     record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
-    print(status.report(record), flush=True)
+    print(status.format_record(record), flush=True)
     return status.summary(record)
 
 
@@ -317,7 +317,7 @@ def outcome(
     from cscnn.daily import faults
 
     record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
-    text = status.report(record)
+    text = status.format_record(record)
     print(text, flush=True)
     summary = {**status.summary(record), "outcome": " | ".join(line.strip() for line in text.splitlines())}
     if trigger_state == "success":

@@ -214,15 +214,16 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a checkpoint: AUC, logloss, per-category AUC and cold-start AUC, printed as JSON.
 
-    The output is what the daily pipeline's gate reads: `{"days", "candidate", "champion"?, "champion_version"?}`.
+    The output is what the daily pipeline's gate reads (`cscnn.daily.results.Evaluation`): `{"days",
+    "candidate", "champion"?, "champion_version"?}`.
     """
-    from cscnn.daily.steps import evaluate_against_champion
+    from cscnn.daily.steps import compare_with_champion
     from cscnn.files import write_json
     from cscnn.state import State
 
     try:
         cfg = load_config(profile, overrides=[f"train.device={device}"])
-        evaluation = evaluate_against_champion(model, data, day, cfg, State.from_env(state), against_champion)
+        evaluation = compare_with_champion(model, data, day, cfg, State.from_env(state), against_champion).to_dict()
     except CSCNNError as exc:
         fail(exc)
     if out is not None:
@@ -354,6 +355,7 @@ def gate_cmd(
 ) -> None:
     """Decide whether a candidate may replace the champion. Writes the decision; exit code 0 either way (a
     decision is not a failure: `dvc repro` goes on to the embedding table)."""
+    from cscnn.daily.results import Evaluation
     from cscnn.daily.steps import decide_gate
     from cscnn.files import write_json
 
@@ -366,6 +368,6 @@ def gate_cmd(
         fail(CSCNNError(f"cannot read the evaluation: {exc}"))
     except CSCNNError as exc:
         fail(exc)
-    decision = decide_gate(record, cfg)
+    decision = decide_gate(Evaluation.from_dict(record), cfg)
     write_json(out, decision.to_dict())
     typer.echo(decision.summary())

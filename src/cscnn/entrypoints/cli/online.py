@@ -40,7 +40,7 @@ def simulate_cmd(
     """Simulated users send one day of requests to the arms (split per user by a stable hash), click what is
     shown with the world's true probability, and the report compares the arms (lift with 95% intervals)."""
     from cscnn.online.arms import ArmSpec
-    from cscnn.online.simulate import parse_shares, simulate
+    from cscnn.online.served_day import parse_shares, simulate
     from cscnn.state import State
 
     try:

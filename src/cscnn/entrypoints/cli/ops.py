@@ -30,11 +30,13 @@ app.add_typer(model_app, name="model")
 def model_list(state: StateDir = None, profile: Profile = "small") -> None:
     """Registered versions of the configured model (`serve.model_name`), with the aliases that name them."""
     from cscnn.state import State
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
     st, name = State.from_env(state), load_config(profile).serve.model_name
-    champion, challenger = (registry.resolve(a, st, name) for a in (registry.CHAMPION, registry.CHALLENGER))
-    for ref in registry.list_versions(st, name):
+    champion, challenger = (
+        model_registry.resolve(a, st, name) for a in (model_registry.CHAMPION, model_registry.CHALLENGER)
+    )
+    for ref in model_registry.list_versions(st, name):
         aliases = [n for n, r in (("champion", champion), ("challenger", challenger)) if r and r.version == ref.version]
         typer.echo(f"v{ref.version}  model {ref.fingerprint}  table {ref.embeddings or '-'}  {' '.join(aliases)}")
 
@@ -47,12 +49,12 @@ def model_rollback(
 ) -> None:
     """Move `champion` back to the previous champion (or --to VERSION); a running service follows."""
     from cscnn.state import State
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
     try:
         st, name = State.from_env(state), load_config(profile).serve.model_name
-        before = registry.resolve(registry.CHAMPION, st, name)
-        ref = registry.rollback(st, name=name, to_version=to)
+        before = model_registry.resolve(model_registry.CHAMPION, st, name)
+        ref = model_registry.rollback(st, name=name, to_version=to)
     except CSCNNError as exc:
         fail(exc)
     typer.echo(f"champion: v{before.version} -> v{ref.version}")
