@@ -90,7 +90,7 @@ def cscnn_daily():
             arguments = orchestration.daily_arguments(params, ds, os.environ, REPO_ROOT)
             force = bool(params.get("force_retrain"))
             return orchestration.run_day("daily", arguments, force, "set force_retrain to train it again")
-        except (ValueError, orchestration.NotRetryable) as exc:
+        except (orchestration.ConfigError, orchestration.NotRetryable) as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task(trigger_rule=TriggerRule.ALL_DONE)

@@ -61,7 +61,7 @@ def cscnn_embedding_refresh():
         try:
             arguments = orchestration.refresh_arguments(params or {}, os.environ, REPO_ROOT)
             return orchestration.run_day("embedding_refresh", arguments, False, "cscnn_daily refreshed its embeddings")
-        except (ValueError, orchestration.NotRetryable) as exc:
+        except (orchestration.ConfigError, orchestration.NotRetryable) as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task

@@ -22,7 +22,8 @@ from cscnn.cluster import (
     STATE_MOUNT,
     STATE_PVC,
 )
-from cscnn.daily.chain import DEFAULT_PROFILE, SHARED_PARAMETERS
+from cscnn.daily.chain import SHARED_PARAMETERS
+from cscnn.settings import DEFAULT_PROFILE
 from kfp_pipelines import components as c
 
 # On a cluster every step gets the service endpoints of the ConfigMap that infra/k8s sets up and the

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from cscnn.config import load_config
+from cscnn.config import Config, load_config
 from cscnn.data.synth import generate_world
+
+
+@pytest.fixture
+def tiny_config() -> Config:
+    """The tiny profile's config, fresh for each test (a test may change it): seconds to train."""
+    return load_config("tiny")
 
 
 @pytest.fixture(scope="session")

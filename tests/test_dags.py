@@ -23,6 +23,7 @@ import pytest
 
 from cscnn.daily import status
 from cscnn.entrypoints import orchestration
+from cscnn.errors import ConfigError
 
 # Not `importorskip`: importing Airflow here, before AIRFLOW_HOME is set, would create ~/airflow.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("airflow") is None, reason="apache-airflow not installed")
@@ -38,6 +39,7 @@ CHEAP_CSCNN = {
     "cscnn.dates",
     "cscnn.entrypoints",
     "cscnn.entrypoints.orchestration",
+    "cscnn.settings",
     "cscnn.errors",
     "cscnn.files",
     "cscnn.state",
@@ -233,7 +235,7 @@ def test_the_landing_the_local_set_up_recorded_is_the_default(tmp_path):
     env["CSCNN_LANDING"] = str(tmp_path / "env-world")  # the environment still wins, and a param over it
     assert orchestration.daily_arguments(NO_PARAMS, "2026-01-03", env, REPO)["landing"] == env["CSCNN_LANDING"]
     (tmp_path / "st" / "defaults.json").write_text("{broken")
-    with pytest.raises(ValueError, match=r"defaults\.json: unreadable"):
+    with pytest.raises(ConfigError, match=r"defaults\.json: unreadable"):
         orchestration.daily_arguments(NO_PARAMS, "2026-01-03", env, REPO)
 
 
@@ -304,7 +306,7 @@ def test_thresholds_become_overrides_that_the_config_accepts():
     ],
 )
 def test_bad_params_are_refused_before_anything_runs(params, ds, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         orchestration.daily_arguments({**NO_PARAMS, **params}, ds, {}, REPO)
 
 

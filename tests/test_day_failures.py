@@ -188,9 +188,9 @@ def test_a_step_killed_without_recording_reads_as_interrupted_and_the_run_record
     reported = faults.as_reported(left)
     assert reported.status == DayStatus.FAILED and reported.step == "train-candidate"
     assert reported.error.startswith("interrupted: step train-candidate was running (pid ")
-    assert "day 2026-01-01: failed" in status.format_record(reported) and "failed step: train-candidate" in status.format_record(
+    assert "day 2026-01-01: failed" in status.format_record(
         reported
-    )
+    ) and "failed step: train-candidate" in status.format_record(reported)
     assert faults.as_reported(status.read(state, DAY)) == reported  # reading does not write
 
     failure = orchestration.run_failure(state, DAY, before, RuntimeError("Task 'train-candidate' finished: FAILURE"))

@@ -157,6 +157,7 @@ def faults(tiny_world, tmp_path_factory):
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_two_concurrent_runs_on_one_state_serialise(faults):
     first, second = faults["concurrent"]
     assert first["code"] == 0, first["log"][-3000:]
@@ -180,6 +181,7 @@ def test_a_run_on_a_locked_state_fails_at_once_naming_the_holder(tiny_world, tmp
     assert locks.read_holder(state.root) is None  # released cleanly
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_a_killed_versioning_is_undone_before_the_next_run_reads_the_registry(faults):
     assert faults["version"]["code"] == KILLED, faults["version"]["log"][-3000:]
     left = faults["version_left"]
@@ -189,6 +191,7 @@ def test_a_killed_versioning_is_undone_before_the_next_run_reads_the_registry(fa
     assert probe["registry_dirty"] == "", probe
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_kill_during_training_then_during_registration_leaves_no_half_made_version(faults):
     assert faults["train"]["code"] == KILLED, faults["train"]["log"][-3000:]
     assert faults["register"]["code"] == KILLED, faults["register"]["log"][-3000:]
@@ -204,6 +207,7 @@ def test_kill_during_training_then_during_registration_leaves_no_half_made_versi
     assert "RUNNING" not in after["runs"].values()
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_crash_during_the_package_check_leaves_no_server(faults):
     assert faults["package"]["code"] == KILLED, faults["package"]["log"][-3000:]
     assert faults["package_servers"] == []  # it got SIGTERM when its owner died
@@ -238,6 +242,7 @@ def test_the_next_run_stops_a_server_whose_owner_was_killed(tmp_path):
                 proc.wait()
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_the_registry_is_consistent_after_the_crashes(faults):
     """After kills in training, registration and packaging: every version complete, no run left RUNNING."""
     after = faults["after_package"]
@@ -247,6 +252,7 @@ def test_the_registry_is_consistent_after_the_crashes(faults):
     assert "RUNNING" not in after["runs"].values()
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_registering_the_same_fingerprint_on_the_same_data_reuses_the_version(faults):
     from cscnn.tools import model_registry
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import re
 import typing
@@ -24,7 +25,10 @@ def test_every_step_has_a_function_a_component_and_a_task_body_of_its_name():
     names = [s.name for s in chain.STEPS]
     assert len(set(names)) == len(names)
     for name in names:
-        assert callable(getattr(steps, name)), name
+        module, _, attribute = chain.STEP[name].function.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), attribute)), name
+        module, _, attribute = chain.STEP[name].component.rpartition(".")
+        assert getattr(importlib.import_module(module), attribute) is getattr(components, name)
         assert getattr(components, name).name == chain.STEP[name].task, name  # KFP names the task so
     assert set(tasks._BODIES) == set(names)
     kfp_components = {
@@ -95,3 +99,29 @@ def test_the_readme_figure_names_every_step_in_the_table_order():
     assert all(positions), [s.task for s, p in zip(chain.STEPS, positions, strict=True) if not p]
     starts = [p.start() for p in positions]
     assert starts == sorted(starts), "README.md's figure of the loop names the steps out of the table's order"
+
+
+def test_the_profile_list_is_the_profiles_file():
+    from importlib import resources
+
+    import yaml
+
+    from cscnn import settings
+
+    profiles = yaml.safe_load(resources.files("cscnn").joinpath("profiles.yaml").read_text())
+    assert tuple(profiles) == settings.PROFILES
+    assert settings.DEFAULT_PROFILE in settings.PROFILES
+
+
+def test_every_environment_variable_read_is_in_the_settings_table_and_its_docs():
+    from cscnn import settings
+
+    names = {v.name for v in settings.ENVIRONMENT}
+    read = set()
+    for folder in ("src", "dags", "bento", "kfp_pipelines"):
+        for path in (ROOT / folder).rglob("*.py"):
+            read |= set(re.findall(r"\bCSCNN_[A-Z_]+\b", path.read_text()))
+    assert read <= names, sorted(read - names)
+    text = (ROOT / "docs" / "settings.md").read_text()
+    start, end = "<!-- environment table: generated from cscnn.settings -->", "<!-- end of environment table -->"
+    assert text.split(start, 1)[1].split(end, 1)[0].strip() == settings.environment_table()

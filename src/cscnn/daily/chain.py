@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 # The parameters every component takes, in this order after its own: which day, which config, which state.
 SHARED_PARAMETERS = ("day", "profile", "overrides", "state_dir")
-DEFAULT_PROFILE = "small"  # the profile a run uses when none is given (Make, the CLI, the DAGs, the pipelines)
 
 
 @dataclass(frozen=True)
@@ -145,11 +144,6 @@ STEPS: tuple[Step, ...] = (
 
 STEP = {step.name: step for step in STEPS}
 TASKS = frozenset(step.task for step in STEPS)
-
-
-def by_task(task: str) -> Step:
-    """The step whose KFP task is `task` (`validate`, `train-candidate`, ...)."""
-    return next(step for step in STEPS if step.task == task)
 
 
 def markdown_table() -> str:

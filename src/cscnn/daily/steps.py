@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from cscnn.tools.gate import GateDecision
     from cscnn.tools.model_registry import ModelRef
     from cscnn.tools.validation import ValidationReport
+    from cscnn.training.checkpoint import CheckpointCard
 
 
 class DataValidationError(DataContractError):
@@ -191,7 +192,7 @@ def train_candidate(day: str, cfg: Config, state: State, out: Path, pod_gpus: in
     return summary
 
 
-def _train_on_cluster(day: str, cfg: Config, state: State, out: Path) -> dict:
+def _train_on_cluster(day: str, cfg: Config, state: State, out: Path) -> CheckpointCard:
     """Submit the run as a TrainJob, wait, and take its checkpoint from the state volume into `out`."""
     import uuid
 

@@ -18,6 +18,7 @@ from cscnn.errors import CSCNNError
 from cscnn.files import UnsafeNameError, flat_name
 from cscnn.serving.ranker import Ranker, load_ranker
 from cscnn.serving.schemas import ServedModel
+from cscnn.settings import DEFAULT_PROFILE
 from cscnn.state import State
 from cscnn.training.checkpoint import CARD_FILE
 
@@ -90,12 +91,12 @@ class LocalSource:
 
 
 def serve_config_from_env(environ: Mapping[str, str] | None = None) -> ServeConfig:
-    """The `serve` settings: profile `CSCNN_PROFILE` (default small), file `CSCNN_CONFIG`, and `CSCNN_SET`
-    (space-separated `section.key=value` overrides, as `--set` on the command line)."""
+    """The `serve` settings: profile `CSCNN_PROFILE` (default `settings.DEFAULT_PROFILE`), file `CSCNN_CONFIG`,
+    and `CSCNN_SET` (space-separated `section.key=value` overrides, as `--set` on the command line)."""
     env = os.environ if environ is None else environ
     config_file = env.get("CSCNN_CONFIG")
     cfg = load_config(
-        env.get("CSCNN_PROFILE", "small"),
+        env.get("CSCNN_PROFILE", DEFAULT_PROFILE),
         Path(config_file) if config_file else None,
         shlex.split(env.get("CSCNN_SET", "")),
     )

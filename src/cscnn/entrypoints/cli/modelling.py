@@ -30,6 +30,7 @@ from cscnn.entrypoints.cli.options import (
     show_progress,
 )
 from cscnn.errors import CSCNNError
+from cscnn.settings import DEFAULT_PROFILE
 from cscnn.variants import VARIANTS
 
 app = typer.Typer(help="CSCNN visual-aware CTR prediction.", epilog=EPILOG, no_args_is_help=True, add_completion=False)
@@ -61,7 +62,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="World folder to write.")],
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     seed: Annotated[int | None, typer.Option(help="Seed (default: the profile's).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a world generated with another config.")] = False,
     config: ConfigFile = None,
@@ -158,7 +159,7 @@ def data_contract() -> None:
 def train_cmd(
     data: DataDir,
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     variant: Annotated[str | None, typer.Option(help=f"Model variant: {', '.join(VARIANTS)}.")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (default: the profile's).")] = None,
     config: ConfigFile = None,
@@ -208,7 +209,7 @@ def evaluate_cmd(
     against_champion: Annotated[
         bool, typer.Option(help="Also evaluate the registry's champion (of --state) on the same days.")
     ] = False,
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     state: StateDir = None,
     device: Device = "auto",
 ) -> None:
@@ -262,7 +263,7 @@ def compare_cmd(
             "docs/results/<name of the --data folder>.md."
         ),
     ] = None,
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     variants: Annotated[
         str,
         typer.Option(
@@ -321,7 +322,7 @@ def validate_cmd(
             "versioned in --state's data registry, else the day before in --data)."
         ),
     ] = None,
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     config: ConfigFile = None,
     overrides: Overrides = None,
     state: StateDir = None,
@@ -349,7 +350,7 @@ def gate_cmd(
         Path, typer.Option(help="Evaluation JSON (`cscnn evaluate --out`; with --against-champion for a change check).")
     ],
     out: Annotated[Path, typer.Option(help="Decision JSON to write.")],
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     config: ConfigFile = None,
     overrides: Overrides = None,
 ) -> None:

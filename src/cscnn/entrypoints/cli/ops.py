@@ -21,13 +21,14 @@ from cscnn.entrypoints.cli.options import (
     require,
 )
 from cscnn.errors import CSCNNError
+from cscnn.settings import DEFAULT_PROFILE
 
 model_app = typer.Typer(help="The MLflow registry: versions, aliases, rollback.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 
 
 @model_app.command("list")
-def model_list(state: StateDir = None, profile: Profile = "small") -> None:
+def model_list(state: StateDir = None, profile: Profile = DEFAULT_PROFILE) -> None:
     """Registered versions of the configured model (`serve.model_name`), with the aliases that name them."""
     from cscnn.state import State
     from cscnn.tools import model_registry
@@ -45,7 +46,7 @@ def model_list(state: StateDir = None, profile: Profile = "small") -> None:
 def model_rollback(
     to: Annotated[str | None, typer.Option(help="Version to serve (default: the previous champion).")] = None,
     state: StateDir = None,
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
 ) -> None:
     """Move `champion` back to the previous champion (or --to VERSION); a running service follows."""
     from cscnn.state import State
@@ -71,7 +72,7 @@ def daily_run(
     day: Annotated[str, typer.Option(help="Day to process (YYYY-MM-DD).")],
     landing: Annotated[Path, typer.Option(help="Landing world folder the day's raw data arrives in.")],
     pipeline: Annotated[str, typer.Option(help="daily or embedding_refresh.")] = "daily",
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     overrides: Overrides = None,
     force: Annotated[bool, typer.Option(help="Run a day the gate already decided again (else it is skipped).")] = False,
     state: StateDir = None,
