@@ -1,8 +1,8 @@
 """Fixtures shared by every test module, and the test tiers.
 
-Tiers: `make test-fast` runs everything not marked `slow` (the inner loop, under a minute); `make test` runs
-all, including the tests that start a real tool in a subprocess (`kfp.local`, `airflow dags test`,
-`bentoml serve`). Each component is still covered for real by the full run, which CI runs.
+Tiers: `make test-fast` runs everything not marked `slow` (the inner loop; its measured time is in
+docs/architecture.md "Tests"); `make test` runs all, including the tests that start a real tool in a
+subprocess (`kfp.local`, `airflow dags test`, `bentoml serve`, the fault suite's killed runs). Each component is still covered for real by the full run, which CI runs.
 """
 
 from __future__ import annotations
