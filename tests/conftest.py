@@ -2,7 +2,8 @@
 
 Tiers: `make test-fast` runs everything not marked `slow` (the inner loop; its measured time is in
 docs/architecture.md "Tests"); `make test` runs all, including the tests that start a real tool in a
-subprocess (`kfp.local`, `airflow dags test`, `bentoml serve`, the fault suite's killed runs). Each component is still covered for real by the full run, which CI runs.
+subprocess (`kfp.local`, `airflow dags test`, `bentoml serve`, the fault suite's killed runs). Each
+component is still covered for real by the full run, which CI runs.
 """
 
 from __future__ import annotations
