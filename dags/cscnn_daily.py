@@ -17,6 +17,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from cscnn.entrypoints import orchestration
+from cscnn.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # relative landing/state paths are taken from the checkout
 START_DATE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -90,7 +91,7 @@ def cscnn_daily():
             arguments = orchestration.daily_arguments(params, ds, os.environ, REPO_ROOT)
             force = bool(params.get("force_retrain"))
             return orchestration.run_day("daily", arguments, force, "set force_retrain to train it again")
-        except (orchestration.ConfigError, orchestration.NotRetryable) as exc:
+        except (ConfigError, orchestration.NotRetryable) as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task(trigger_rule=TriggerRule.ALL_DONE)

@@ -12,6 +12,7 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from cscnn.entrypoints import orchestration
+from cscnn.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # relative landing/state paths are taken from the checkout
 START_DATE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -61,7 +62,7 @@ def cscnn_embedding_refresh():
         try:
             arguments = orchestration.refresh_arguments(params or {}, os.environ, REPO_ROOT)
             return orchestration.run_day("embedding_refresh", arguments, False, "cscnn_daily refreshed its embeddings")
-        except (orchestration.ConfigError, orchestration.NotRetryable) as exc:
+        except (ConfigError, orchestration.NotRetryable) as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task
