@@ -24,7 +24,7 @@ from pathlib import Path
 from cscnn.config import load_config
 from cscnn.data.synth import generate_world
 from cscnn.online.arms import ArmSpec
-from cscnn.online.simulate import simulate
+from cscnn.online.served_day import simulate
 from cscnn.state import State
 from cscnn.training.embed import export_table
 from cscnn.training.launch import run_training

@@ -17,6 +17,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cscnn.entrypoints import notify, orchestration
+from cscnn.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # relative landing/state paths are taken from the checkout
 START_DATE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -33,9 +34,8 @@ DOC = """
 
 Runs the Kubeflow pipeline `daily` (`kfp_pipelines/daily.py`) for one day of click logs and waits:
 
-validate (Great Expectations) → version (DVC) → refresh embeddings → train a candidate → evaluate candidate
-and champion on the same day → gate → register (MLflow alias `challenger`) → [gate passed] full embedding
-table → package and smoke-check the service → promote (alias `champion`).
+validate, version, train, evaluate and gate a candidate, and, when it passes, ship it: the steps are the
+table in `docs/daily_loop.md` (generated from `cscnn.daily.chain.STEPS`; each step is a task of the pipeline).
 
 Without `KFP_HOST` it runs locally with `kfp.local`; with it, it submits to that Kubeflow Pipelines host.
 
@@ -92,7 +92,7 @@ def cscnn_daily():
         worker slot between pokes. A bad param or a landing folder with no impressions fails at once."""
         try:
             missing = orchestration.not_landed(params or {}, ds, os.environ, REPO_ROOT)
-        except (ValueError, orchestration.NotRetryable) as exc:
+        except (ConfigError, orchestration.NotRetryable) as exc:
             raise AirflowFailException(orchestration.failure_message(exc)) from exc
         if missing and LANDING_WAIT_S <= 0:
             raise AirflowFailException(f"not landed: {missing}")
@@ -115,7 +115,7 @@ def cscnn_daily():
             arguments = orchestration.daily_arguments(params, ds, os.environ, REPO_ROOT)
             force = bool(params.get("force_retrain"))
             result = orchestration.run_day("daily", arguments, force, "set force_retrain to train it again")
-        except (ValueError, orchestration.NotRetryable) as exc:
+        except (ConfigError, orchestration.NotRetryable) as exc:
             raise AirflowFailException(orchestration.failure_message(exc)) from exc
         if result.get("skipped"):
             raise AirflowSkipException(f"not rerun: {result['skipped']}; set force_retrain to train it again")

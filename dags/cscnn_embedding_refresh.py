@@ -12,6 +12,7 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from cscnn.entrypoints import orchestration
+from cscnn.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # relative landing/state paths are taken from the checkout
 START_DATE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -61,13 +62,13 @@ def cscnn_embedding_refresh():
         try:
             arguments = orchestration.refresh_arguments(params or {}, os.environ, REPO_ROOT)
             return orchestration.run_day("embedding_refresh", arguments, False, "cscnn_daily refreshed its embeddings")
-        except (ValueError, orchestration.NotRetryable) as exc:
+        except (ConfigError, orchestration.NotRetryable) as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task
     def report(trigger: dict[str, Any]) -> dict[str, Any]:
         """Print how many new ads were embedded, by which champion version, and the day's status."""
-        return orchestration.report(trigger)
+        return orchestration.print_record(trigger)
 
     report(trigger_pipeline())
 

@@ -22,6 +22,8 @@ from cscnn.cluster import (
     STATE_MOUNT,
     STATE_PVC,
 )
+from cscnn.daily.chain import SHARED_PARAMETERS
+from cscnn.settings import DEFAULT_PROFILE
 from kfp_pipelines import components as c
 
 # On a cluster every step gets the service endpoints of the ConfigMap that infra/k8s sets up and the
@@ -55,7 +57,7 @@ def cscnn_daily(
     day: str,
     landing: str,
     state_dir: str,
-    profile: str = "small",
+    profile: str = DEFAULT_PROFILE,
     overrides: list = [],  # noqa: B006 - KFP pipeline parameters declare their default this way
     train_gpus: int = 1,
     force_retrain: bool = False,
@@ -64,9 +66,9 @@ def cscnn_daily(
     (set it to `train.workers`); with `train.nodes` > 1 the step only submits a Kubeflow Trainer TrainJob
     (whose pods request `train.gpus` each), so 0 frees the GPU the waiting step would hold. `force_retrain`:
     run a day the gate already decided again (without it the first step refuses such a day)."""
-    common = {"day": day, "profile": profile, "overrides": overrides, "state_dir": state_dir}
-    validated = shared(c.validate_day(landing=landing, force_retrain=force_retrain, **common))
-    versioned = shared(c.version_day(landing=landing, **common)).after(validated)
+    common = dict(zip(SHARED_PARAMETERS, (day, profile, overrides, state_dir), strict=True))
+    validated = shared(c.validate(landing=landing, force_retrain=force_retrain, **common))
+    versioned = shared(c.version(landing=landing, **common)).after(validated)
     with dsl.If(versioned.outputs["Output"] == True, name="enough-history"):  # noqa: E712 - a KFP condition
         refresh = on_gpu_node(c.refresh_embeddings(**common))
         trained = on_gpu_node(c.train_candidate(gpus=train_gpus, **common), gpus=train_gpus).after(refresh)
@@ -85,17 +87,17 @@ def cscnn_daily(
         )
         with dsl.If(decided.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
             table = on_gpu_node(c.publish_table(ref=registered.outputs["Output"], candidate=candidate, **common))
-            packaged = shared(c.package_service(ref=table.outputs["Output"], **common))
+            packaged = shared(c.package(ref=table.outputs["Output"], **common))
             shared(c.promote(ref=table.outputs["Output"], **common)).after(packaged)
         with dsl.Else(name="gate-failed"):
             shared(c.keep_champion(decision=decided.outputs["decision"], **common)).after(registered)
 
 
 @dsl.pipeline(name="cscnn-embedding-refresh", description="Embed new ads with the champion's CNN between retrains.")
-def cscnn_embedding_refresh(day: str, landing: str, state_dir: str, profile: str = "small") -> None:
-    common = {"day": day, "profile": profile, "overrides": [], "state_dir": state_dir}
-    validated = shared(c.validate_day(landing=landing, **common))
-    versioned = shared(c.version_day(landing=landing, **common)).after(validated)
+def cscnn_embedding_refresh(day: str, landing: str, state_dir: str, profile: str = DEFAULT_PROFILE) -> None:
+    common = dict(zip(SHARED_PARAMETERS, (day, profile, [], state_dir), strict=True))
+    validated = shared(c.validate(landing=landing, **common))
+    versioned = shared(c.version(landing=landing, **common)).after(validated)
     on_gpu_node(c.refresh_embeddings(**common)).after(versioned)
 
 

@@ -11,6 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
+from cscnn.errors import ConfigError
 from kfp_pipelines.daily import PIPELINES
 
 COMPILED_DIR = Path(__file__).parent / "compiled"
@@ -36,7 +37,7 @@ def compile_all(out_dir: Path = COMPILED_DIR) -> list[Path]:
 def run_pipeline(name: str, arguments: dict, host: str | None = None, timeout_s: int = 6 * 3600) -> dict:
     """Run pipeline `name` with `arguments` and wait. Raises RuntimeError when the run fails."""
     if name not in PIPELINES:
-        raise ValueError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}")
+        raise ConfigError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}")
     host = host or os.environ.get("KFP_HOST") or None
     if host:
         return submit(name, arguments, host, timeout_s)

@@ -49,6 +49,7 @@ CORE = {
     "cscnn.variants",
     "cscnn.cluster",
     "cscnn.locks",
+    "cscnn.settings",
 }
 OUTSIDE_THE_LIBRARY = {"kfp_pipelines", "dags", "bento"}  # only lazily, from functions of cscnn.entrypoints
 
@@ -61,6 +62,7 @@ STDLIB_ONLY = {
     "cscnn.state",
     "cscnn.errors",
     "cscnn.entrypoints.orchestration",
+    "cscnn.settings",
 }
 
 MAX_MODULE_LINES = 400

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cscnn.config import load_config
-from cscnn.daily import steps
+from cscnn.daily import tasks
 from cscnn.data.io import open_world
 from cscnn.data.truth import ATTRIBUTES_FILE, read_attributes
 from cscnn.errors import ConfigError, CSCNNError, DataContractError
@@ -67,12 +67,12 @@ def _variant(name: str):
 
 def test_the_daily_loop_refuses_the_diagnostic_variant() -> None:
     with pytest.raises(ConfigError, match="diagnostic"):
-        steps.context("tiny", ["model.variant=attributes"], "")
+        tasks.context("tiny", ["model.variant=attributes"], "")
 
 
-def test_one_preparation_serves_image_and_attribute_variants(tiny_world: Path) -> None:
+def test_one_preparation_serves_image_and_attribute_variants(tiny_world: Path, tiny_config) -> None:
     world = open_world(tiny_world)
-    prepared = prepare_for(world, load_config("tiny"), ["no_image", "attributes", "cscnn"])
+    prepared = prepare_for(world, tiny_config, ["no_image", "attributes", "cscnn"])
     assert prepared.bank is not None and prepared.attributes is not None
     assert prepared.source_for(_variant("no_image")) is None
     values, categories = prepared.attributes.fetch(torch.tensor([0, 3]))

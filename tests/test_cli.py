@@ -74,7 +74,7 @@ def test_the_registered_pyfunc_class_raises_no_mlflow_warning():
     once per process that imports the registry, `cscnn model list` included."""
     from mlflow.pyfunc import PythonModel
 
-    from cscnn.tools.registry import CTRPyfunc
+    from cscnn.tools.model_registry import CTRPyfunc
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

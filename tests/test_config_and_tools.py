@@ -91,11 +91,11 @@ def test_throughput_benchmark_runs_and_saves(tiny_world, tmp_path) -> None:
 def test_a_registry_client_does_not_pin_later_states_to_its_own(tmp_path, monkeypatch):
     # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; State.tracking_uri reads it as the user's setting.
     from cscnn.state import State
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    registry.client(State(tmp_path / "a"))
+    model_registry.client(State(tmp_path / "a"))
     assert State(tmp_path / "b").tracking_uri == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(tmp_path / "server.db"))  # a user's setting wins
-    registry.client(State(tmp_path / "c"))
+    model_registry.client(State(tmp_path / "c"))
     assert State(tmp_path / "d").tracking_uri == "sqlite:///" + str(tmp_path / "server.db")

@@ -23,6 +23,7 @@ import pytest
 
 from cscnn.daily import status
 from cscnn.entrypoints import orchestration
+from cscnn.errors import ConfigError
 
 # Not `importorskip`: importing Airflow here, before AIRFLOW_HOME is set, would create ~/airflow.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("airflow") is None, reason="apache-airflow not installed")
@@ -39,6 +40,7 @@ CHEAP_CSCNN = {
     "cscnn.entrypoints",
     "cscnn.entrypoints.notify",
     "cscnn.entrypoints.orchestration",
+    "cscnn.settings",
     "cscnn.errors",
     "cscnn.files",
     "cscnn.state",
@@ -242,7 +244,7 @@ def test_the_landing_the_local_set_up_recorded_is_the_default(tmp_path):
     env["CSCNN_LANDING"] = str(tmp_path / "env-world")  # the environment still wins, and a param over it
     assert orchestration.daily_arguments(NO_PARAMS, "2026-01-03", env, REPO)["landing"] == env["CSCNN_LANDING"]
     (tmp_path / "st" / "defaults.json").write_text("{broken")
-    with pytest.raises(ValueError, match=r"defaults\.json: unreadable"):
+    with pytest.raises(ConfigError, match=r"defaults\.json: unreadable"):
         orchestration.daily_arguments(NO_PARAMS, "2026-01-03", env, REPO)
 
 
@@ -313,7 +315,7 @@ def test_thresholds_become_overrides_that_the_config_accepts():
     ],
 )
 def test_bad_params_are_refused_before_anything_runs(params, ds, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         orchestration.daily_arguments({**NO_PARAMS, **params}, ds, {}, REPO)
 
 
@@ -354,7 +356,7 @@ def test_report_shows_decision_aucs_versions_and_data_docs():
         "mlflow_run": "r2",
         "champion": "1",
     }
-    text = status.report(status.DayRecord.from_dict(day))
+    text = status.format_record(status.DayRecord.from_dict(day))
     for expected in (
         "day 2026-01-04: not_promoted",
         "gate: FAILED; candidate AUC 0.7012, champion AUC 0.7301 (v1)",
@@ -376,7 +378,7 @@ def test_report_shows_decision_aucs_versions_and_data_docs():
             "docs": "/d/index.html",
         },
     }
-    text = status.report(status.DayRecord.from_dict(rejected))
+    text = status.format_record(status.DayRecord.from_dict(rejected))
     assert "validation: FAILED" in text and "impressions: values_in_set [click]: 2" in text
 
 
@@ -409,7 +411,7 @@ def run_pipeline(name, arguments, host=None):
     if day == "2026-01-05":  # the bad day: validation marks it and the pipeline run fails
         failure = {"table": "impressions", "expectation": "values_in_set", "column": "click", "details": "row 17"}
         mark(state, day, status="rejected", validation={"success": False, "failures": [failure], "docs": "d.html"})
-        raise RuntimeError("validate-day failed")
+        raise RuntimeError("validate failed")
     gate = {"passed": True, "candidate_auc": 0.71, "champion_auc": None, "champion_version": None, "reasons": []}
     mark(state, day, status="promoted", gate=gate, data_version="v-" + day, candidate_version="1", champion="1")
     return {"mode": "fake", "pipeline": name}

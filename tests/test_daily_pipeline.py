@@ -25,7 +25,7 @@ from cscnn.daily import status
 from cscnn.data.schema import impressions_path
 from cscnn.data.synth import generate_world
 from cscnn.state import State
-from cscnn.tools import registry
+from cscnn.tools import model_registry
 from kfp_pipelines.runner import run_pipeline
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
@@ -60,8 +60,8 @@ def loop(tmp_path_factory):
         return {
             "error": error,
             "status": status.read(state, day),
-            "champion": registry.resolve(registry.CHAMPION, state),
-            "challenger": registry.resolve(registry.CHALLENGER, state),
+            "champion": model_registry.resolve(model_registry.CHAMPION, state),
+            "challenger": model_registry.resolve(model_registry.CHALLENGER, state),
         }
 
     results = {day: run(day, LENIENT) for day in DAYS[:3]}
@@ -109,7 +109,7 @@ def test_worse_candidate_is_registered_as_challenger_and_champion_stays(loop):
 
 def test_bad_day_stops_before_training_and_nothing_moves(loop):
     result, state = loop["results"]["broken"], loop["state"]
-    assert result["error"] is not None and "validate-day" in result["error"]
+    assert result["error"] is not None and "validate" in result["error"]
     record = result["status"]
     assert record.status == status.DayStatus.REJECTED
     failed = {f["expectation"] for f in record.failures}
@@ -123,7 +123,7 @@ def test_bad_day_stops_before_training_and_nothing_moves(loop):
 
 def test_a_decided_day_is_refused_by_the_pipeline_without_force_retrain(loop):
     refused, strict = loop["results"]["refused"], loop["results"]["strict"]
-    assert refused["error"] is not None and "validate-day" in refused["error"]
+    assert refused["error"] is not None and "validate" in refused["error"]
     assert refused["status"] == strict["status"]  # refused before any step recorded anything
     assert refused["champion"].version == "1"
 
@@ -134,16 +134,16 @@ def test_rerun_of_a_day_works_and_promotes(loop):
     assert result["status"].status == status.DayStatus.PROMOTED
     # the same data and seed train the same model as the strict run: its version v2 is reused, not duplicated
     assert result["champion"].version == "2"
-    assert [ref.version for ref in registry.list_versions(loop["state"])] == ["1", "2"]
-    assert registry.get_version("1", loop["state"]).embeddings  # the old champion stays for rollback
+    assert [ref.version for ref in model_registry.list_versions(loop["state"])] == ["1", "2"]
+    assert model_registry.get_version("1", loop["state"]).embeddings  # the old champion stays for rollback
 
 
 def test_mlflow_run_holds_metrics_pictures_reports_and_data_version(loop):
     import mlflow
 
     state = loop["state"]
-    client = registry.client(state)
-    ref = registry.get_version("1", state)
+    client = model_registry.client(state)
+    ref = model_registry.get_version("1", state)
     run = client.get_run(ref.run_id)
     assert run.data.tags["data_version"] == loop["results"][DAYS[2]]["status"].data_version
     assert {"auc", "logloss", "cold_start_auc", "gate_passed"} <= set(run.data.metrics)
@@ -169,9 +169,9 @@ def test_data_registry_has_one_commit_per_accepted_day_and_rolls_back(loop):
     version_tags = {loop["results"][day]["status"].data_version for day in DAYS[:3]}
     assert len(version_tags) == 3
 
-    ref = registry.rollback(state)
+    ref = model_registry.rollback(state)
     assert ref.version == "1"
-    assert registry.resolve(registry.CHAMPION, state).version == "1"
+    assert model_registry.resolve(model_registry.CHAMPION, state).version == "1"
     json.dumps(ref.to_dict())
 
 
@@ -182,10 +182,10 @@ def test_cli_daily_run_skips_a_decided_day_like_the_dag(loop):
     from cscnn.entrypoints.cli import app
 
     state = loop["state"]
-    before = registry.list_versions(state)
+    before = model_registry.list_versions(state)
     args = ["daily", "run", "--day", DAYS[2], "--landing", str(loop["landing"]), "--profile", "tiny"]
     result = CliRunner().invoke(app, [*args, "--state", str(state.root)])
     assert result.exit_code == 0, result.output
     assert "already decided" in result.output and "pass --force" in result.output
     assert json.loads(result.output[result.output.index("{") :])["status"] == "promoted"
-    assert registry.list_versions(state) == before  # nothing ran
+    assert model_registry.list_versions(state) == before  # nothing ran

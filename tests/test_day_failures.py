@@ -69,17 +69,17 @@ def test_a_file_that_is_not_parquet_rejects_the_day_at_validation_and_is_not_ret
     with pytest.raises(orchestration.DayRejected) as caught:
         run(landing)
     assert isinstance(caught.value, orchestration.NotRetryable)  # the DAG maps it to AirflowFailException
-    assert "rejected by data validation at step validate-day" in str(caught.value)
+    assert "rejected by data validation at step validate" in str(caught.value)
     assert "impressions: file_readable" in str(caught.value) and "cannot read as Parquet" in str(caught.value)
 
     record = status.read(state, DAY)
     assert record.status == DayStatus.REJECTED
-    assert record.step == "validate-day" and record.retryable is False and record.running is None
+    assert record.step == "validate" and record.retryable is False and record.running is None
     assert record.error.startswith("DataValidationError: ") and "cannot read as Parquet" in record.error
     assert "\n" not in record.error
     assert [f["expectation"] for f in record.failures] == ["file_readable"]
-    text = status.report(record)
-    assert "failed step: validate-day (not retried" in text and "error: DataValidationError" in text
+    text = status.format_record(record)
+    assert "failed step: validate (not retried" in text and "error: DataValidationError" in text
     assert not state.registry_world.exists()
 
 
@@ -97,7 +97,7 @@ def test_a_look_ahead_impression_is_rejected_and_nothing_is_versioned(landing_wo
         run(landing)
     assert late in str(caught.value)
     record = status.read(state, DAY)
-    assert record.status == DayStatus.REJECTED and record.step == "validate-day"
+    assert record.status == DayStatus.REJECTED and record.step == "validate"
     assert {f["column"] for f in record.failures} == {"item_available_from_later"}
     assert record.data_version is None
     assert not (state.data_registry / ".git").exists() and not state.registry_world.exists()  # never versioned
@@ -106,7 +106,7 @@ def test_a_look_ahead_impression_is_rejected_and_nothing_is_versioned(landing_wo
     run(landing)
     record = status.read(state, DAY)
     assert record.status == DayStatus.WAITING_FOR_HISTORY and record.data_version
-    assert (record.step, record.running, record.error, record.retryable) == ("version-day", None, None, None)
+    assert (record.step, record.running, record.error, record.retryable) == ("version", None, None, None)
     assert schema.impressions_path(state.registry_world, DAY).is_file()
 
 
@@ -154,7 +154,7 @@ def test_a_step_that_raises_mid_pipeline_records_its_name_and_the_error(
     failure = orchestration.run_failure(state, DAY, before, RuntimeError("Task 'train-candidate' failed"))
     assert type(failure) is raised
     assert "train-candidate" in str(failure) and str(error).splitlines()[0] in str(failure)
-    assert "fail" in status.report(record) and f"error: {record.error}" in status.report(record)
+    assert "fail" in status.format_record(record) and f"error: {record.error}" in status.format_record(record)
 
 
 def test_config_loading_inside_a_component_is_recorded_too(tmp_path):
@@ -188,9 +188,9 @@ def test_a_step_killed_without_recording_reads_as_interrupted_and_the_run_record
     reported = faults.as_reported(left)
     assert reported.status == DayStatus.FAILED and reported.step == "train-candidate"
     assert reported.error.startswith("interrupted: step train-candidate was running (pid ")
-    assert "day 2026-01-01: failed" in status.report(reported) and "failed step: train-candidate" in status.report(
+    assert "day 2026-01-01: failed" in status.format_record(
         reported
-    )
+    ) and "failed step: train-candidate" in status.format_record(reported)
     assert faults.as_reported(status.read(state, DAY)) == reported  # reading does not write
 
     failure = orchestration.run_failure(state, DAY, before, RuntimeError("Task 'train-candidate' finished: FAILURE"))
@@ -227,34 +227,34 @@ def test_cscnn_daily_status_prints_the_failed_step_and_the_error(tmp_path):
     from cscnn.entrypoints.cli import app
 
     state = State(tmp_path / "state")
-    with pytest.raises(RuntimeError), faults.failing_step(state, DAY, "package-service"):
+    with pytest.raises(RuntimeError), faults.failing_step(state, DAY, "package"):
         raise RuntimeError("service did not become ready within 60 s\nlast log lines: ...")
     result = CliRunner().invoke(app, ["daily", "status", "--day", DAY, "--state", str(state.root)])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
-    assert shown["status"] == "failed" and shown["step"] == "package-service"
+    assert shown["status"] == "failed" and shown["step"] == "package"
     assert shown["error"] == "RuntimeError: service did not become ready within 60 s"
     assert (
-        "day 2026-01-01: failed; step package-service failed: RuntimeError: service did not become ready within 60 s"
+        "day 2026-01-01: failed; step package failed: RuntimeError: service did not become ready within 60 s"
         " (a retry may help)"
     ) in result.stderr
 
 
 def test_a_step_that_succeeds_leaves_no_running_process_and_clears_an_earlier_error(tmp_path):
     state = State(tmp_path / "state")
-    with pytest.raises(RuntimeError), faults.failing_step(state, DAY, "version-day"):
+    with pytest.raises(RuntimeError), faults.failing_step(state, DAY, "version"):
         raise RuntimeError("dvc push: remote unreachable")
-    with faults.failing_step(state, DAY, "version-day"):  # the retry
+    with faults.failing_step(state, DAY, "version"):  # the retry
         status.mark(state, DAY, status=DayStatus.WAITING_FOR_HISTORY)
     record = status.read(state, DAY)
     assert (record.status, record.step, record.running, record.error) == (
         "waiting_for_history",
-        "version-day",
+        "version",
         None,
         None,
     )
     assert faults.as_reported(record) == record and faults.failure_line(record) is None
-    assert "failed step" not in status.report(record)
+    assert "failed step" not in status.format_record(record)
 
 
 def test_a_rejection_recorded_without_an_error_line_is_still_a_rejection(tmp_path):
@@ -265,7 +265,7 @@ def test_a_rejection_recorded_without_an_error_line_is_still_a_rejection(tmp_pat
     status.mark(
         state, DAY, status=DayStatus.REJECTED, validation={"success": False, "failures": [failure], "docs": "d"}
     )
-    raised = orchestration.run_failure(state, DAY, before, RuntimeError("validate-day failed"))
+    raised = orchestration.run_failure(state, DAY, before, RuntimeError("validate failed"))
     assert isinstance(raised, orchestration.DayRejected) and "rejected by data validation" in str(raised)
     assert "impressions: values_in_set [click]: row 17" in str(raised)
     assert status.read(state, DAY).status == DayStatus.REJECTED

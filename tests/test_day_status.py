@@ -42,7 +42,7 @@ def test_the_file_is_plain_json_and_unknown_keys_from_a_newer_writer_are_ignored
 
 def test_the_pipeline_refuses_a_decided_day_unless_forced_and_records_nothing(tmp_path):
     """A run submitted straight to a KFP backend skips Airflow's skip rule: its first step applies it."""
-    from cscnn.daily.steps import DayAlreadyDecided, refuse_decided
+    from cscnn.daily.tasks import DayAlreadyDecided, refuse_decided
 
     state = State(tmp_path)
     refuse_decided("2026-01-03", str(tmp_path), force_retrain=False)  # no record yet: runs

@@ -98,14 +98,14 @@ def _wait_no_servers(state: State, seconds: float = 30.0) -> list[int]:
 
 def _registry(state: State) -> dict:
     """Every version of the model with its tags and aliases, and the status of every MLflow run."""
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
-    client = registry.client(state)
+    client = model_registry.client(state)
     versions = {}
     for mv in client.search_model_versions("name = 'cscnn-ctr'"):
         full = client.get_model_version("cscnn-ctr", mv.version)
         versions[str(mv.version)] = {"tags": dict(full.tags), "aliases": list(full.aliases), "run_id": full.run_id}
-    experiment = client.get_experiment_by_name(registry.EXPERIMENT)
+    experiment = client.get_experiment_by_name(model_registry.EXPERIMENT)
     runs = {r.info.run_id: r.info.status for r in client.search_runs([experiment.experiment_id])}
     return {"versions": versions, "runs": runs}
 
@@ -157,6 +157,7 @@ def faults(tiny_world, tmp_path_factory):
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_two_concurrent_runs_on_one_state_serialise(faults):
     first, second = faults["concurrent"]
     assert first["code"] == 0, first["log"][-3000:]
@@ -180,6 +181,7 @@ def test_a_run_on_a_locked_state_fails_at_once_naming_the_holder(tiny_world, tmp
     assert locks.read_holder(state.root) is None  # released cleanly
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_a_killed_versioning_is_undone_before_the_next_run_reads_the_registry(faults):
     assert faults["version"]["code"] == KILLED, faults["version"]["log"][-3000:]
     left = faults["version_left"]
@@ -189,6 +191,7 @@ def test_a_killed_versioning_is_undone_before_the_next_run_reads_the_registry(fa
     assert probe["registry_dirty"] == "", probe
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_kill_during_training_then_during_registration_leaves_no_half_made_version(faults):
     assert faults["train"]["code"] == KILLED, faults["train"]["log"][-3000:]
     assert faults["register"]["code"] == KILLED, faults["register"]["log"][-3000:]
@@ -204,6 +207,7 @@ def test_kill_during_training_then_during_registration_leaves_no_half_made_versi
     assert "RUNNING" not in after["runs"].values()
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_crash_during_the_package_check_leaves_no_server(faults):
     assert faults["package"]["code"] == KILLED, faults["package"]["log"][-3000:]
     assert faults["package_servers"] == []  # it got SIGTERM when its owner died
@@ -238,6 +242,7 @@ def test_the_next_run_stops_a_server_whose_owner_was_killed(tmp_path):
                 proc.wait()
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_the_registry_is_consistent_after_the_crashes(faults):
     """After kills in training, registration and packaging: every version complete, no run left RUNNING."""
     after = faults["after_package"]
@@ -247,13 +252,14 @@ def test_the_registry_is_consistent_after_the_crashes(faults):
     assert "RUNNING" not in after["runs"].values()
 
 
+@pytest.mark.slow  # the module's five killed runs (about 2.5 minutes on 2 cores)
 def test_registering_the_same_fingerprint_on_the_same_data_reuses_the_version(faults):
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
     state = faults["state"]
     [(version, info)] = faults["after_package"]["versions"].items()
-    checkpoint, _ = registry.fetch(registry.get_version(version, state), state)
-    ref = registry.log_candidate(checkpoint, {"auc": 0.5}, {}, info["tags"]["data_version"], state=state)
+    checkpoint, _ = model_registry.fetch(model_registry.get_version(version, state), state)
+    ref = model_registry.log_candidate(checkpoint, {"auc": 0.5}, {}, info["tags"]["data_version"], state=state)
     assert ref.version == version
     assert _registry(state)["versions"].keys() == {version}
 

@@ -66,10 +66,10 @@ def test_undefined_candidate_auc_fails_the_floor():
     assert not decision.passed
 
 
-def test_thresholds_come_from_config_and_overrides():
+def test_thresholds_come_from_config_and_overrides(tiny_config):
     from cscnn.config import load_config
 
     cfg = load_config("tiny", overrides=["gate.max_auc_drop=0.05"])
     champion = metrics(0.72, {"a": 0.72})
     assert decide(metrics(0.70, {"a": 0.70}), champion, cfg.gate).passed
-    assert not decide(metrics(0.70, {"a": 0.70}), champion, load_config("tiny").gate).passed
+    assert not decide(metrics(0.70, {"a": 0.70}), champion, tiny_config.gate).passed

@@ -5,6 +5,7 @@ from pathlib import Path
 import yaml
 
 from cscnn.cluster import CONFIG_ENV, REMOTES_SECRET, REMOTES_SECRET_ENV
+from cscnn.daily.chain import STEP, STEPS, TASKS
 from kfp_pipelines.daily import PIPELINES
 from kfp_pipelines.runner import COMPILED_DIR, compile_all
 
@@ -35,8 +36,10 @@ def test_gpu_request_node_selector_and_toleration_are_compiled_in():
     text = (COMPILED_DIR / "daily.yaml").read_text()
     executors = docs[0]["deploymentSpec"]["executors"]
     gpu = [name for name, ex in executors.items() if "accelerator" in ex["container"].get("resources", {})]
-    assert sorted(gpu) == ["exec-publish-table", "exec-refresh-embeddings", "exec-train-candidate"]
-    train_gpus = executors["exec-train-candidate"]["container"]["resources"]["accelerator"]["resourceCount"]
+    assert sorted(gpu) == sorted(f"exec-{s.task}" for s in STEPS if s.gpu)
+    train_gpus = executors[f"exec-{STEP['train_candidate'].task}"]["container"]["resources"]["accelerator"][
+        "resourceCount"
+    ]
     assert "train_gpus" in train_gpus  # the pipeline parameter, set per run (one node: = train.workers)
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in gpu:
@@ -48,13 +51,14 @@ def test_gpu_request_node_selector_and_toleration_are_compiled_in():
 def test_training_waits_for_history_and_promotion_for_the_gate():
     spec = _spec(COMPILED_DIR / "daily.yaml")[0]
     root = spec["root"]["dag"]["tasks"]
-    assert {"validate-day", "version-day"} <= set(root)
-    assert "version-day" in root[next(n for n in root if n.startswith("condition-"))]["dependentTasks"]
+    validate, version = STEP["validate"].task, STEP["version"].task
+    assert {validate, version} <= set(root)
+    assert version in root[next(n for n in root if n.startswith("condition-"))]["dependentTasks"]
     conditions = {}
     for comp in [spec["root"], *spec["components"].values()]:
         for name, task in comp.get("dag", {}).get("tasks", {}).items():
             conditions[name] = task.get("triggerPolicy", {}).get("condition")
-    assert conditions["condition-1"] == "inputs.parameter_values['pipelinechannel--version-day-Output'] == true"
+    assert conditions["condition-1"] == f"inputs.parameter_values['pipelinechannel--{version}-Output'] == true"
     gate_branches = [c for c in conditions.values() if c and "gate-Output" in c]
     assert len(gate_branches) == 2  # gate passed / gate failed
     passed_branch = next(
@@ -62,8 +66,8 @@ def test_training_waits_for_history_and_promotion_for_the_gate():
         for comp in spec["components"].values()
         if "promote" in comp.get("dag", {}).get("tasks", {})
     )
-    assert set(passed_branch) == {"publish-table", "package-service", "promote"}
-    assert set(passed_branch["promote"]["dependentTasks"]) >= {"package-service"}
+    assert set(passed_branch) == {s.task for s in STEPS if s.branch == "gate passed"}
+    assert set(passed_branch["promote"]["dependentTasks"]) >= {STEP["package"].task}
 
 
 def test_every_step_mounts_the_shared_state_and_reads_the_tool_endpoints():
@@ -93,11 +97,11 @@ def _tasks(spec: dict) -> dict[str, dict]:
 def test_no_task_is_cached_on_a_backend():
     """Every step writes outside its outputs (record, registry, MLflow, bento store): a cached task on a KFP
     backend would return the stored outputs and write nothing (kfp_pipelines/README.md "Caching")."""
-    steps = {"daily": 11, "embedding_refresh": 3}
-    for name, count in steps.items():
+    steps = {"daily": TASKS, "embedding_refresh": {STEP[s].task for s in ("validate", "version", "refresh_embeddings")}}
+    for name, expected in steps.items():
         tasks = _tasks(_spec(COMPILED_DIR / f"{name}.yaml")[0])
-        components = {n: t for n, t in tasks.items() if not n.startswith("condition-")}
-        assert len(components) == count, (name, sorted(components))
+        components = {n for n in tasks if not n.startswith("condition-")}
+        assert components == expected, (name, sorted(components))
         for task_name, task in tasks.items():
             assert task.get("cachingOptions", {}).get("enableCache") is not True, (name, task_name)
 
@@ -106,5 +110,5 @@ def test_force_retrain_is_a_pipeline_parameter_the_first_step_reads():
     spec = _spec(COMPILED_DIR / "daily.yaml")[0]
     parameter = spec["root"]["inputDefinitions"]["parameters"]["force_retrain"]
     assert parameter["parameterType"] == "BOOLEAN" and parameter["defaultValue"] is False
-    validate = spec["root"]["dag"]["tasks"]["validate-day"]["inputs"]["parameters"]
+    validate = spec["root"]["dag"]["tasks"][STEP["validate"].task]["inputs"]["parameters"]
     assert validate["force_retrain"] == {"componentInputParameter": "force_retrain"}

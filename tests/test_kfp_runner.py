@@ -7,6 +7,7 @@ from typing import ClassVar
 import kfp
 import pytest
 
+from cscnn.errors import ConfigError
 from kfp_pipelines.runner import compiled_path, run_pipeline
 
 
@@ -63,6 +64,6 @@ def test_a_failed_remote_run_raises_with_its_state(fake_client):
 
 
 def test_unknown_pipeline_is_refused_before_anything_runs(fake_client):
-    with pytest.raises(ValueError, match="unknown pipeline 'nightly'"):
+    with pytest.raises(ConfigError, match="unknown pipeline 'nightly'"):
         run_pipeline("nightly", ARGS, host="http://kfp.example:8888")
     assert fake_client.instances == []

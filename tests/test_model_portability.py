@@ -19,7 +19,7 @@ from cscnn.config import load_config
 from cscnn.daily.steps import input_example
 from cscnn.data.io import open_world
 from cscnn.state import State
-from cscnn.tools import registry
+from cscnn.tools import model_registry
 from cscnn.training.train import train
 
 DATA_VERSION = "2026-01-04@0123456789"
@@ -36,7 +36,7 @@ def logged(tiny_world, tmp_path_factory):
     train(world, cfg, out=root / "model", progress=False)
     example = input_example(world, world.days[-1])
     decision = {"passed": False, "reasons": ["auc_floor: 0.51 < 0.60"]}
-    ref = registry.log_candidate(
+    ref = model_registry.log_candidate(
         root / "model", {"auc": 0.51}, {}, DATA_VERSION, state=state, input_example=example, decision=decision
     )
     import mlflow
@@ -49,10 +49,10 @@ def logged(tiny_world, tmp_path_factory):
 def test_the_model_pins_what_it_imports_and_carries_its_code(logged):
     model_dir = logged["model_dir"]
     requirements = (model_dir / "requirements.txt").read_text().split()
-    assert requirements == registry.pyfunc_requirements()
+    assert requirements == model_registry.pyfunc_requirements()
     assert all("==" in line and "+" not in line for line in requirements)
     assert not [line for line in requirements if line.startswith("cscnn")]
-    assert (model_dir / "code" / "cscnn" / "tools" / "registry.py").is_file()
+    assert (model_dir / "code" / "cscnn" / "tools" / "model_registry.py").is_file()
     assert (model_dir / "code" / "cscnn" / "profiles.yaml").is_file()
     assert not list((model_dir / "code").rglob("__pycache__"))
 
@@ -86,13 +86,15 @@ def test_the_pyfunc_requirements_cover_its_imports():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     imported = set(json.loads(out.stdout))
-    assert imported <= {name.lower() for name in registry.PYFUNC_REQUIREMENTS}, imported  # mlflow-skinny: loads it
+    assert imported <= {name.lower() for name in model_registry.PYFUNC_REQUIREMENTS}, (
+        imported
+    )  # mlflow-skinny: loads it
     assert {"torch", "numpy", "pandas", "pillow"} <= imported
 
 
 def test_the_run_has_the_learning_curve_the_data_version_and_cards(logged):
     ref, state = logged["ref"], logged["state"]
-    client = registry.client(state)
+    client = model_registry.client(state)
     history = client.get_metric_history(ref.run_id, "epoch_val_auc")
     assert [m.step for m in history] == [1, 2]
     run = client.get_run(ref.run_id)

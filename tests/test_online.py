@@ -18,10 +18,10 @@ from cscnn.data.io import list_days, open_world
 from cscnn.entrypoints.cli import app
 from cscnn.errors import CSCNNError
 from cscnn.online.arms import ArmSpec, ArmSpecError, BaselineRanker, HttpRanker, check_local_url
+from cscnn.online.click_model import NoTruthError, WorldTruth
 from cscnn.online.experiment import assign, run_day
-from cscnn.online.simulate import simulate
+from cscnn.online.served_day import simulate
 from cscnn.online.traffic import draw_requests, show_and_click
-from cscnn.online.truth import NoTruthError, WorldTruth
 from cscnn.state import State
 from cscnn.tools.packaging import free_port
 

@@ -135,9 +135,9 @@ def test_unseen_category_at_inference_falls_back(world_dir, trained, tmp_path) -
     assert 0.0 <= metrics["auc"] <= 1.0
 
 
-def test_vocabularies_come_from_training_days_only(world_dir) -> None:
+def test_vocabularies_come_from_training_days_only(world_dir, tiny_config) -> None:
     world = open_world(world_dir)
-    prepared = prepare(world, load_config("tiny"))
+    prepared = prepare(world, tiny_config)
     train_items = set(world.impressions(prepared.split.train)["item_id"])
     test_frame = world.impressions(prepared.split.test)
     new_items = ~test_frame["item_id"].isin(train_items).to_numpy()

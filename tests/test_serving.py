@@ -28,7 +28,7 @@ from cscnn.serving.ranker import load_ranker
 from cscnn.serving.schemas import Context, RankRequest, User, max_body_bytes, request_model
 from cscnn.serving.sources import RegistrySource
 from cscnn.state import State
-from cscnn.tools import registry
+from cscnn.tools import model_registry
 from cscnn.training.checkpoint import load_checkpoint
 from cscnn.training.embed import export_table
 from cscnn.training.features import encode, feature_frame, image_bank
@@ -65,7 +65,7 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def versions(env, tiny_world) -> dict[str, registry.ModelRef]:
+def versions(env, tiny_world) -> dict[str, model_registry.ModelRef]:
     """Two registered versions (different seeds), each with its table and catalogue; v1 is champion."""
     world = open_world(tiny_world)
     refs = {}
@@ -74,17 +74,17 @@ def versions(env, tiny_world) -> dict[str, registry.ModelRef]:
         cfg = load_config("tiny", overrides=[f"train.seed={seed}", "train.epochs=1"])
         train(world, cfg, out=checkpoint, progress=False)
         export_table(checkpoint, tiny_world, table)  # writes the catalogue next to the vectors
-        ref = registry.log_candidate(checkpoint, {"auc": 0.6}, {"seed": seed}, data_version=f"seed{seed}")
-        ref = registry.attach_embeddings(ref, table, "full")
+        ref = model_registry.log_candidate(checkpoint, {"auc": 0.6}, {"seed": seed}, data_version=f"seed{seed}")
+        ref = model_registry.attach_embeddings(ref, table, "full")
         refs[ref.version] = ref
     assert sorted(refs) == ["1", "2"] and refs["1"].fingerprint != refs["2"].fingerprint
-    registry.promote(refs["1"])
+    model_registry.promote(refs["1"])
     return refs
 
 
 @pytest.fixture
 def champion_v1(versions):
-    registry.promote(versions["1"])
+    model_registry.promote(versions["1"])
     return versions["1"]
 
 
@@ -127,7 +127,7 @@ def request_body(candidates: list[str], **extra) -> dict:
 
 
 def test_ranker_flags_every_fallback(env, versions) -> None:
-    checkpoint_dir, table_dir = registry.fetch(versions["1"])
+    checkpoint_dir, table_dir = model_registry.fetch(versions["1"])
     ranker = load_ranker(checkpoint_dir, table_dir)
     _model, encoder, _cfg, _card = load_checkpoint(checkpoint_dir)
     known_item, known_user = encoder.vocabs["item_id"][0], encoder.vocabs["user_id"][0]
@@ -183,7 +183,7 @@ def test_holder_is_not_ready_without_champion_and_keeps_serving_when_a_reload_fa
     errors: list[Exception] = []
     holder = ModelHolder(RegistrySource(version="1"), ServeConfig(poll_seconds=0.05), on_error=errors.append)
     holder.reload()
-    broken = registry.log_candidate(registry.fetch(versions["2"])[0], {}, {}, data_version="no-table")
+    broken = model_registry.log_candidate(model_registry.fetch(versions["2"])[0], {}, {}, data_version="no-table")
     holder.source = RegistrySource(version=broken.version)  # a version without an embedding table
     holder.start_polling()
     try:
@@ -216,7 +216,7 @@ def test_service_class_ranks_in_process(service, champion_v1) -> None:
 def test_service_scores_equal_the_offline_model(env, tiny_world, service, champion_v1) -> None:
     """Every request of the held-out day, scored by the service, equals `CTRModel.forward` (CNN included)
     on the same impressions encoded offline at position 1."""
-    checkpoint_dir, _table = registry.fetch(champion_v1)
+    checkpoint_dir, _table = model_registry.fetch(champion_v1)
     model, encoder, cfg, card = load_checkpoint(checkpoint_dir)
     world = open_world(tiny_world)
     frame = feature_frame(world, world.impressions(card["days"]["test"]).assign(position=1))
@@ -326,7 +326,7 @@ def test_hot_swap_serves_the_new_champion_and_drops_no_request(client, versions,
     worker.start()
     try:
         time.sleep(0.2)
-        registry.promote(versions["2"])
+        model_registry.promote(versions["2"])
         deadline = time.monotonic() + 20
         while not any(version == "2" for _s, version, _l in answers) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -343,7 +343,7 @@ def test_hot_swap_serves_the_new_champion_and_drops_no_request(client, versions,
     assert during_load >= 10, f"only {during_load} requests were answered while version 2 loaded"
     assert client.post("/admin/reload", json={}, headers=ADMIN).json()["model"]["version"] == "2"
 
-    registry.promote(versions["1"])  # a rollback through the admin endpoint, without waiting for the poll
+    model_registry.promote(versions["1"])  # a rollback through the admin endpoint, without waiting for the poll
     monkeypatch.setattr(RegistrySource, "load", original_load)
     reloaded = client.post("/admin/reload", json={}, headers=ADMIN).json()
     assert reloaded["model"]["version"] == "1"

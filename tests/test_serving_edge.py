@@ -576,25 +576,29 @@ def test_a_plain_table_tag_is_its_own_cache_key(monkeypatch) -> None:
         raise AssertionError("an unsafe tag reached the registry's cache")
 
     from cscnn.serving.schemas import ServedModel
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
-    monkeypatch.setattr(registry, "fetch", fetch)
+    monkeypatch.setattr(model_registry, "fetch", fetch)
     monkeypatch.setattr(
-        registry,
+        model_registry,
         "get_version",
-        lambda *_a, **_k: registry.ModelRef(name="m", version="1", run_id="r", fingerprint="f", embeddings="../.."),
+        lambda *_a, **_k: model_registry.ModelRef(
+            name="m", version="1", run_id="r", fingerprint="f", embeddings="../.."
+        ),
     )
     with pytest.raises(UnsafeTagError):
         RegistrySource().load(ServedModel(name="m", version="1", fingerprint="f", embeddings="../.."))
 
 
 def test_the_registry_fetch_refuses_an_unsafe_tag_before_any_download(tmp_path, monkeypatch) -> None:
-    # The daily loop and the package check call `registry.fetch` directly, not through the service's source.
+    # The daily loop and the package check call `model_registry.fetch` directly, not through the service's source.
     from cscnn.state import State
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
-    monkeypatch.setattr(registry, "client", lambda *_a, **_k: None)
-    ref = registry.ModelRef(name="m", version="1", run_id="r", fingerprint="f", embeddings="embeddings/../../../x")
+    monkeypatch.setattr(model_registry, "client", lambda *_a, **_k: None)
+    ref = model_registry.ModelRef(
+        name="m", version="1", run_id="r", fingerprint="f", embeddings="embeddings/../../../x"
+    )
     with pytest.raises(UnsafeTagError):
-        registry.fetch(ref, State(tmp_path))
+        model_registry.fetch(ref, State(tmp_path))
     assert not (tmp_path / "model-cache").exists()

@@ -178,8 +178,8 @@ def test_the_visual_signal_is_real_and_category_specific(tmp_path: Path) -> None
         assert cosine[category] == max(cosine.values()), (category, cosine)
 
 
-def test_world_from_an_older_generator_is_regenerated(tmp_path: Path) -> None:
-    cfg = load_config("tiny").world
+def test_world_from_an_older_generator_is_regenerated(tmp_path: Path, tiny_config) -> None:
+    cfg = tiny_config.world
     out = tmp_path / "world"
     synth.generate_world(cfg, out)
     marker = out / "world.json"
@@ -190,10 +190,10 @@ def test_world_from_an_older_generator_is_regenerated(tmp_path: Path) -> None:
     assert json.loads(marker.read_text())["generator_version"] == summary["generator_version"]
 
 
-def test_a_world_made_before_a_setting_existed_counts_as_that_settings_default(tmp_path: Path) -> None:
+def test_a_world_made_before_a_setting_existed_counts_as_that_settings_default(tmp_path: Path, tiny_config) -> None:
     """world.json of an older generator lacks settings added since (e.g. `visual_model`): they had their
     default then, so the world is regenerated (derived data), not refused as 'another config'."""
-    cfg = load_config("tiny").world
+    cfg = tiny_config.world
     out = tmp_path / "w"
     synth.generate_world(cfg, out)
     marker = out / synth.WORLD_FILE

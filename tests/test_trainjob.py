@@ -94,8 +94,8 @@ def test_job_names_are_dns_labels():
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
 
 
-def test_run_waits_for_complete_and_reports_a_failure_with_its_reason():
-    body = trainjob.manifest("cscnn-train-z", "ml", load_config("tiny"), ["--world", "w"])
+def test_run_waits_for_complete_and_reports_a_failure_with_its_reason(tiny_config):
+    body = trainjob.manifest("cscnn-train-z", "ml", tiny_config, ["--world", "w"])
     running = [{"type": "Created", "status": "True"}]
     done = FakeCustomObjects([[], running, [*running, {"type": "Complete", "status": "True"}]])
     assert trainjob.run(body, api=done, poll_s=0)["status"]["conditions"][-1]["type"] == "Complete"
@@ -124,8 +124,8 @@ def test_the_train_step_with_several_nodes_runs_as_a_trainjob(tiny_world, tmp_pa
     ((namespace, body),) = fake.created
     assert namespace == "ml" and body["spec"]["trainer"]["numNodes"] == 2
     assert (tmp_path / "candidate" / "model.json").is_file()
-    assert summary["days"]["test"] == [day]
-    assert read(state, day).candidate["fingerprint"] == summary["fingerprint"]
+    assert summary.days["test"] == [day]
+    assert read(state, day).candidate["fingerprint"] == summary.fingerprint
     assert fake.deleted == [("ml", body["metadata"]["name"])]  # after the checkpoint was copied out
 
 

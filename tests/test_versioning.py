@@ -202,8 +202,8 @@ def test_clones_of_a_git_remote_push_in_turn_and_a_reader_checks_out_a_days_comm
     """Cluster mode: the registry's history in a git remote, each step in its own clone. A step whose push
     comes after another step's (it versioned from an older tip) is rejected and redone from the new tip (never
     forced), so both days are in the history; a fresh clone restores each day's commit from the remotes."""
+    from cscnn.tools.versioning import data_registry as registry_module
     from cscnn.tools.versioning import init_registry
-    from cscnn.tools.versioning import registry as registry_module
 
     remote = tmp_path / "registry.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
@@ -249,7 +249,7 @@ def test_a_registry_made_before_pushes_to_the_remote_and_a_refused_push_raises_w
     remote refuses for another reason than a race (a hook, access) raises at once, token hidden, and leaves
     nothing unpushed behind."""
     from cscnn.tools.versioning import init_registry
-    from cscnn.tools.versioning.registry import redact
+    from cscnn.tools.versioning.data_registry import redact
 
     remote = tmp_path / "registry.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from cscnn.errors import ConfigError
+from cscnn.settings import DEFAULT_PROFILE
 from cscnn.variants import VARIANTS
 
 # What drives the visual part of the click model (docs/synthetic_world.md): attributes (five attributes, a few
@@ -343,7 +344,9 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
     raise ConfigError(f"{where}: cannot use {value!r} (expected {type(current).__name__})")
 
 
-def load_config(profile: str = "small", config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(
+    profile: str = DEFAULT_PROFILE, config_file: Path | None = None, overrides: list[str] | None = None
+) -> Config:
     """Build the config for a profile, then apply a YAML file and `section.key=value` overrides."""
     available = profiles()
     if profile not in available:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cscnn.errors import ConfigError
+
 
 def is_day(value: object) -> bool:
     """Whether `value` names a day as the contract spells it: YYYY-MM-DD (a file name, a run date)."""
@@ -14,9 +16,9 @@ def is_day(value: object) -> bool:
 
 
 def check_day(value: str | None, what: str = "run date") -> str:
-    """`value` if it is a YYYY-MM-DD day; a ValueError naming the problem otherwise."""
+    """`value` if it is a YYYY-MM-DD day; a ConfigError naming the problem otherwise."""
     if not value:
-        raise ValueError(f"no {what}: set the 'day' param or run with a logical date")
+        raise ConfigError(f"no {what}: set the 'day' param or run with a logical date")
     if not is_day(value):
-        raise ValueError(f"{what} {value!r} is not a YYYY-MM-DD date")
+        raise ConfigError(f"{what} {value!r} is not a YYYY-MM-DD date")
     return value

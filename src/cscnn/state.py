@@ -32,6 +32,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cscnn.errors import ConfigError
+
 REGISTRY_REMOTE_ENV = "CSCNN_DATA_REGISTRY_REMOTE"
 _scratch: Path | None = None  # this process's private state folder in cluster mode
 
@@ -122,7 +124,7 @@ class State:
         tracking server of `tracking_uri`: the default in cluster mode, or CSCNN_STATUS_STORE=mlflow)."""
         store = os.environ.get("CSCNN_STATUS_STORE") or ("mlflow" if cluster_mode() else "file")
         if store not in ("file", "mlflow"):
-            raise ValueError(f"CSCNN_STATUS_STORE={store!r}: 'file' or 'mlflow'")
+            raise ConfigError(f"CSCNN_STATUS_STORE={store!r}: 'file' or 'mlflow'")
         return store
 
     def day_status_file(self, day: str) -> Path:
@@ -156,9 +158,9 @@ class State:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{self.defaults_file}: unreadable ({exc}); delete it or fix it") from exc
+            raise ConfigError(f"{self.defaults_file}: unreadable ({exc}); delete it or fix it") from exc
         if not isinstance(values, dict):
-            raise ValueError(f"{self.defaults_file}: expected a JSON object, found {type(values).__name__}")
+            raise ConfigError(f"{self.defaults_file}: expected a JSON object, found {type(values).__name__}")
         return {key: str(value) for key, value in values.items() if key in ("landing", "profile")}
 
     def remember_defaults(self, landing: Path, profile: str) -> None:

@@ -1,6 +1,6 @@
 """What failed in a day's run, recorded in its status (`cscnn.daily.status`) and read back for operators.
 
-`failing_step` wraps every pipeline step (the KFP components enter it through `cscnn.daily.steps.running`): it
+`failing_step` wraps every pipeline step (the KFP components enter it through `cscnn.daily.tasks.running`): it
 records the step and the process running it, and when the step raises, `failed` (`rejected` for a data error)
 with the step's name, the error in one line and whether a retry can help. `record_run_failure` fills in what a
 killed step could not record; `as_reported` reads a step whose process is gone as interrupted.
@@ -28,7 +28,7 @@ def failing_step(state: State, day: str, step: str) -> Iterator[None]:
     """Run one pipeline step of `day` in the block: record it as running (by this process), and when the block
     raises, record `failed` (`rejected` for a data error) with the step and the error in one line, then raise.
 
-    Every KFP component runs its step in here (`cscnn.daily.steps.running`), so no failure goes unrecorded;
+    Every KFP component runs its step in here (`cscnn.daily.tasks.running`), so no failure goes unrecorded;
     a process killed inside leaves `running` behind, which `as_reported` reads as interrupted."""
     mark(state, day, step=step, running=_this_process(step), error=None, retryable=None)
     try:

@@ -7,7 +7,7 @@ nothing else is working on the state: whatever is half-made now was left by a de
 - data registry: a versioning killed half-way is undone, back to the last commit (`versioning.recover`), before
   validation reads the registry for its baseline, so a half-versioned day is never seen as versioned;
 - model registry: versions whose registration did not complete are deleted, RUNNING runs end FAILED
-  (`registry.clean_incomplete`).
+  (`model_registry.clean_incomplete`).
 
 Each part is skipped when its store does not exist yet, so a fresh state stays untouched.
 """
@@ -43,9 +43,9 @@ def recover(state: State, model_name: str | None = None) -> dict:
     if cluster_mode():  # no lock spans machines: what looks half-made may be another run's work in progress
         _log("recovery: model registry clean-up skipped in cluster mode (no cross-machine lock)")
     elif not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists():
-        from cscnn.tools import registry
+        from cscnn.tools import model_registry
 
-        cleaned = registry.clean_incomplete(state, model_name)
+        cleaned = model_registry.clean_incomplete(state, model_name)
         if cleaned["deleted_versions"] or cleaned["failed_runs"]:
             done.update(cleaned)
             _log(

@@ -3,7 +3,7 @@
 The pipeline's steps write it (`mark`), the Airflow report task, `cscnn daily status` and the demo read it
 (`read`). Standard library only, so that the DAG files can import it at parse time for free. It is a JSON
 file per day in the state folder (`State.day_status_file`), replaced atomically on every change; on a
-cluster (`CSCNN_STATUS_STORE=mlflow`) a run per day in the MLflow tracking server (`cscnn.tools.status_store`),
+cluster (`CSCNN_STATUS_STORE=mlflow`) a run per day in the MLflow tracking server (`cscnn.tools.record_store`),
 so that every pod and Airflow worker reads the same record.
 
     started -> validated -> versioned -> trained -> evaluated -> promoted | not_promoted
@@ -174,9 +174,9 @@ class DayRecord:
 
 def read(state: State, day: str) -> DayRecord:
     if state.status_store == "mlflow":
-        from cscnn.tools import status_store  # not the standard library: only when a cluster asks for it
+        from cscnn.tools import record_store  # not the standard library: only when a cluster asks for it
 
-        data = status_store.load(state, day)
+        data = record_store.load(state, day)
         return DayRecord.from_dict(data) if data else DayRecord(day=day)
     path = state.day_status_file(day)
     return DayRecord.from_dict(json.loads(path.read_text())) if path.is_file() else DayRecord(day=day)
@@ -184,9 +184,9 @@ def read(state: State, day: str) -> DayRecord:
 
 def _write(state: State, record: DayRecord) -> None:
     if state.status_store == "mlflow":
-        from cscnn.tools import status_store
+        from cscnn.tools import record_store
 
-        status_store.save(state, record.day, record.to_dict())
+        record_store.save(state, record.day, record.to_dict())
     else:
         write_json(state.day_status_file(record.day), record.to_dict())
 
@@ -230,7 +230,7 @@ def format_failures(record: DayRecord) -> list[str]:
     ]
 
 
-def report(record: DayRecord) -> str:
+def format_record(record: DayRecord) -> str:
     """What operators read in the report task's log: decision, AUCs, model and data versions, data docs."""
     lines = [f"day {record.day}: {record.status or 'no status recorded'}"]
     if record.validation:

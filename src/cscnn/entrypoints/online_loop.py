@@ -30,8 +30,8 @@ def run_loop(work: Path, profile: str = "demo", history: int = 3, overrides: lis
     from cscnn.entrypoints import airflow_setup
     from cscnn.errors import CSCNNError
     from cscnn.online.arms import ArmSpec
-    from cscnn.online.simulate import simulate
-    from cscnn.tools import registry
+    from cscnn.online.served_day import simulate
+    from cscnn.tools import model_registry
 
     work = Path(work).resolve()
     overrides = list(overrides or [])
@@ -49,7 +49,7 @@ def run_loop(work: Path, profile: str = "demo", history: int = 3, overrides: lis
     for i, day in enumerate(days):
         started = time.perf_counter()
         if i >= history and not schema.impressions_path(landing, day).exists():
-            champion = registry.resolve(registry.CHAMPION, state)
+            champion = model_registry.resolve(model_registry.CHAMPION, state)
             spec = ArmSpec("champion", "champion") if champion else ArmSpec("random", "random")
             simulate(world, day, [spec], [1.0], cfg, work / "served" / day, state, profile, landing=landing)
         code = airflow_setup.run_dag(

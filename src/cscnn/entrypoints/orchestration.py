@@ -15,11 +15,11 @@ from typing import Any
 
 from cscnn.daily import status
 from cscnn.dates import check_day
-from cscnn.errors import CSCNNError
+from cscnn.errors import ConfigError, CSCNNError
+from cscnn.settings import DEFAULT_PROFILE, PROFILES
 from cscnn.state import REGISTRY_REMOTE_ENV, State, check_cluster_settings
 
 PIPELINES = ("daily", "embedding_refresh")  # kfp_pipelines.daily.PIPELINES
-DEFAULT_PROFILE = "small"
 # Both pipelines write the same local state (DVC's git repository, MLflow's SQLite file): one Airflow pool slot,
 # so a daily run and an embedding refresh never run at the same time. `airflow_setup` creates it.
 STATE_POOL = "cscnn_state"
@@ -80,8 +80,8 @@ PARAMS: dict[str, dict[str, Any]] = {
         "default": None,
         "type": ["null", "string"],
         "title": "Profile",
-        "description": "Config profile (tiny, small, demo, bench). Empty: $CSCNN_PROFILE, else small.",
-        "examples": ["tiny", "small", "demo", "bench"],
+        "description": f"Config profile ({', '.join(PROFILES)}). Empty: $CSCNN_PROFILE, else {DEFAULT_PROFILE}.",
+        "examples": list(PROFILES),
     },
     "auc_floor": _threshold("AUC floor", "the candidate's AUC on the eval day must reach this"),
     "max_auc_drop": _threshold("Max AUC drop", "the candidate may trail the champion by at most this"),
@@ -180,7 +180,7 @@ def config_overrides(params: Mapping[str, Any]) -> list[str]:
     extra = [item.strip() for item in params.get("overrides") or [] if item and item.strip()]
     for item in extra:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.epochs=3")
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=3")
     fields = {**THRESHOLDS, **TRAINING}
     return extra + [f"{key}={params[name]}" for name, key in fields.items() if params.get(name) is not None]
 
@@ -208,7 +208,7 @@ def latest_day(landing: Path) -> str:
 
     days = list_days(landing)
     if not days:
-        raise ValueError(f"{landing}: no day of impressions has landed yet")
+        raise NotRetryable(f"{landing}: no day of impressions has landed yet")
     return days[-1]
 
 
@@ -296,13 +296,13 @@ def run_failure(state: State, day: str, before: status.DayRecord, exc: Exception
     return RuntimeError(f"day {day} failed at step {after.step or '-'}: {after.error}")
 
 
-def report(trigger: Mapping[str, Any]) -> dict[str, Any]:
+def print_record(trigger: Mapping[str, Any]) -> dict[str, Any]:
     """Print the day's record for operators; return its summary (the report task's XCom)."""
     arguments = trigger["arguments"]
     from cscnn.daily import faults
 
     record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
-    print(status.report(record), flush=True)
+    print(status.format_record(record), flush=True)
     return status.summary(record)
 
 
@@ -325,7 +325,7 @@ def failure_message(exc: BaseException) -> str:
         return f"not landed: {text}"
     if isinstance(exc, DayRejected):
         return f"rejected: {text}"
-    if isinstance(exc, ValueError) or text.startswith("bad configuration"):
+    if isinstance(exc, (ConfigError, ValueError)) or text.startswith("bad configuration"):
         return text if text.startswith("bad configuration") else f"bad configuration: {text}"
     return f"failed: {text}"
 
@@ -341,14 +341,14 @@ def outcome(
         arguments = daily_arguments(params, ds, env, root)
         if trigger_state not in ("success", "skipped"):
             check_landed(arguments["landing"], arguments["day"])
-    except (ValueError, NotRetryable) as exc:
+    except (ConfigError, NotRetryable) as exc:
         message = failure_message(exc)
         print(message, flush=True)
         return {"day": params.get("day") or ds, "status": None, "outcome": " ".join(message.split())}, message
     from cscnn.daily import faults
 
     record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
-    text = status.report(record)
+    text = status.format_record(record)
     print(text, flush=True)
     line = " | ".join(line.strip() for line in text.splitlines())
     if trigger_state == "skipped":

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cscnn.config import ModelConfig
+from cscnn.errors import DataContractError
 
 HIDDEN = 64
 CATEGORY_DIM = 8
@@ -24,7 +25,7 @@ class AttributeEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig, n_attributes: int, n_categories: int) -> None:
         super().__init__()
         if n_attributes < 1:
-            raise ValueError("the attributes variant needs at least one true attribute per item")
+            raise DataContractError("the attributes variant needs at least one true attribute per item")
         self.category = nn.Embedding(n_categories + 1, CATEGORY_DIM)
         self.hidden = nn.Linear(n_attributes + CATEGORY_DIM, HIDDEN)
         self.project = nn.Linear(HIDDEN, cfg.visual_dim)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cscnn.config import ModelConfig
+from cscnn.errors import ConfigError
 from cscnn.models.attention import ATTENTIONS, Maps
 from cscnn.models.layers import seeded
 from cscnn.variants import Variant
@@ -27,7 +28,7 @@ NORM_GROUPS = 8  # GroupNorm groups (fewer where the channels are not a multiple
 
 def _feature_sizes(image_size: int, stride: int) -> list[int]:
     if image_size % (8 * stride):
-        raise ValueError(f"image_size must be a multiple of 8 x stem_stride = {8 * stride}, got {image_size}")
+        raise ConfigError(f"image_size must be a multiple of 8 x stem_stride = {8 * stride}, got {image_size}")
     first = image_size // stride
     return [first, first // 2, first // 4, first // 4, first // 4]
 
@@ -43,7 +44,7 @@ class VisualBackbone(nn.Module):
     def __init__(self, cfg: ModelConfig, n_categories: int, variant: Variant, seed: int = 0) -> None:
         super().__init__()
         if len(cfg.conv_channels) != 5:
-            raise ValueError(f"conv_channels needs 5 entries (CNN-F layout), got {cfg.conv_channels}")
+            raise ConfigError(f"conv_channels needs 5 entries (CNN-F layout), got {cfg.conv_channels}")
         sizes = _feature_sizes(cfg.image_size, cfg.stem_stride)
         channels = [3, *cfg.conv_channels]
         with seeded(seed):  # the same convolutions for every variant with the same seed

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cscnn.config import ModelConfig
+from cscnn.errors import ConfigError
 from cscnn.models.attribute_encoder import AttributeEncoder
 from cscnn.models.backbone import VisualBackbone
 from cscnn.models.layers import CrossNetwork, mlp, seeded
@@ -177,7 +178,7 @@ class CTRModel(nn.Module):
         visual = None
         if self.uses_images:
             if bank is None:
-                raise ValueError(f"variant {self.variant!r} needs the image bank")
+                raise ConfigError(f"variant {self.variant!r} needs the image bank")
             out = self.visual_for(batch, bank, dedup, return_attention)
             visual = out.pop("visual")
         logit = self.score(batch.sparse, batch.dense, visual)

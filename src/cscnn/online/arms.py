@@ -30,8 +30,8 @@ import numpy as np
 
 from cscnn.config import OnlineConfig
 from cscnn.errors import CSCNNError
+from cscnn.online.click_model import DEVICE_NAMES, WorldTruth
 from cscnn.online.traffic import RankAnswer, Requests, oracle_order, random_order
-from cscnn.online.truth import DEVICE_NAMES, WorldTruth
 from cscnn.state import State
 
 BUILT_IN = ("oracle", "random")

@@ -22,6 +22,7 @@ import pandas as pd
 
 from cscnn.config import OnlineConfig
 from cscnn.errors import CSCNNError
+from cscnn.online.click_model import WorldTruth
 from cscnn.online.traffic import (
     RankAnswer,
     ServedDay,
@@ -31,7 +32,6 @@ from cscnn.online.traffic import (
     random_order,
     show_and_click,
 )
-from cscnn.online.truth import WorldTruth
 
 
 def assign(user_ids: np.ndarray, arms: list[str], shares: list[float], salt: str) -> np.ndarray:

@@ -22,7 +22,7 @@ import pandas as pd
 from cscnn.data import schema
 from cscnn.data.synth.simulate import _exposure_weights, _sample_candidates  # the generator's own draw
 from cscnn.errors import CSCNNError
-from cscnn.online.truth import DEVICE_NAMES, DEVICE_SHARES, WorldTruth
+from cscnn.online.click_model import DEVICE_NAMES, DEVICE_SHARES, WorldTruth
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from cscnn.errors import CSCNNError
 from cscnn.files import UnsafeNameError, flat_name
 from cscnn.serving.ranker import Ranker, load_ranker
 from cscnn.serving.schemas import ServedModel
+from cscnn.settings import DEFAULT_PROFILE
 from cscnn.state import State
 from cscnn.training.checkpoint import CARD_FILE
 
-# A table tag becomes a cache folder and an artifact path (`cscnn.tools.registry.fetch`): plain names only.
+# A table tag becomes a cache folder and an artifact path (`cscnn.tools.model_registry.fetch`): plain names only.
 UnsafeTagError = UnsafeNameError
 cache_key = flat_name
 
@@ -44,23 +45,23 @@ class RegistrySource:
     state: State | None = None
 
     def resolve(self) -> ServedModel | None:
-        from cscnn.tools import registry
+        from cscnn.tools import model_registry
 
-        ref = registry.get_version(self.version, self.state, self.name) if self.version else None
-        ref = ref or registry.resolve(self.alias, self.state, self.name)
+        ref = model_registry.get_version(self.version, self.state, self.name) if self.version else None
+        ref = ref or model_registry.resolve(self.alias, self.state, self.name)
         if ref is None:
             return None
         return ServedModel(name=ref.name, version=ref.version, fingerprint=ref.fingerprint, embeddings=ref.embeddings)
 
     def load(self, target: ServedModel) -> Ranker:
-        from cscnn.tools import registry
+        from cscnn.tools import model_registry
 
-        ref = registry.get_version(target.version, self.state, target.name)
+        ref = model_registry.get_version(target.version, self.state, target.name)
         if ref.embeddings is not None:
             cache_key(ref.embeddings)  # the registry's fetch makes a cache path and an artifact path of it
         if ref.embeddings != target.embeddings:
             raise CSCNNError(f"version {target.version} changed its table while loading; retrying on the next poll")
-        checkpoint_dir, table_dir = registry.fetch(ref, self.state)
+        checkpoint_dir, table_dir = model_registry.fetch(ref, self.state)
         return load_ranker(checkpoint_dir, table_dir, target)
 
 
@@ -90,12 +91,12 @@ class LocalSource:
 
 
 def serve_config_from_env(environ: Mapping[str, str] | None = None) -> ServeConfig:
-    """The `serve` settings: profile `CSCNN_PROFILE` (default small), file `CSCNN_CONFIG`, and `CSCNN_SET`
-    (space-separated `section.key=value` overrides, as `--set` on the command line)."""
+    """The `serve` settings: profile `CSCNN_PROFILE` (default `settings.DEFAULT_PROFILE`), file `CSCNN_CONFIG`,
+    and `CSCNN_SET` (space-separated `section.key=value` overrides, as `--set` on the command line)."""
     env = os.environ if environ is None else environ
     config_file = env.get("CSCNN_CONFIG")
     cfg = load_config(
-        env.get("CSCNN_PROFILE", "small"),
+        env.get("CSCNN_PROFILE", DEFAULT_PROFILE),
         Path(config_file) if config_file else None,
         shlex.split(env.get("CSCNN_SET", "")),
     )

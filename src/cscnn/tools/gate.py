@@ -43,6 +43,17 @@ class GateDecision:
     def to_dict(self) -> dict:
         return {**asdict(self), "reasons": self.reasons}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> GateDecision:
+        """The inverse of `to_dict` (`reasons` is derived from the checks, so it is not read back)."""
+        return cls(
+            passed=bool(data["passed"]),
+            checks=[Check(**check) for check in data.get("checks", [])],
+            candidate_auc=data.get("candidate_auc"),
+            champion_auc=data.get("champion_auc"),
+            champion_version=data.get("champion_version"),
+        )
+
 
 def decide(
     candidate: dict, champion: dict | None, cfg: GateConfig, champion_version: str | None = None

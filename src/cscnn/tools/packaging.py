@@ -138,11 +138,11 @@ def smoke_check(
         raise PackagingError("smoke_check needs either a registry `version` or a local `model_dir` + `table_dir`")
     state = state or State.from_env()
     if version is not None:
-        from cscnn.tools import registry
+        from cscnn.tools import model_registry
 
-        ref = registry.get_version(version, state)
+        ref = model_registry.get_version(version, state)
         expected = {"version": ref.version, "fingerprint": ref.fingerprint}
-        table_dir = registry.fetch(ref, state)[1]
+        table_dir = model_registry.fetch(ref, state)[1]
         extra = {"CSCNN_STATE": str(state.root), "CSCNN_MODEL_VERSION": ref.version, "CSCNN_MODEL_DIR": ""}
     else:
         if table_dir is None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cscnn.data.io import World
+from cscnn.errors import ConfigError
 from cscnn.training.checkpoint import load_checkpoint
 from cscnn.training.features import image_bank
 from cscnn.training.plots import pyplot, save_figure
@@ -104,7 +105,7 @@ def attention_comparison_png(
     for name, one in loaded.items():
         found = _spatial_maps(one, sub, layer)
         if found is None:
-            raise ValueError(f"{name} ({models[name]}) has no spatial attention to draw")
+            raise ConfigError(f"{name} ({models[name]}) has no spatial attention to draw")
         maps[name], images = found
     plt = pyplot()
     from matplotlib.colors import LogNorm

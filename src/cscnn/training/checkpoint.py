@@ -13,6 +13,7 @@ import hashlib
 import json
 import pickle
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 
@@ -24,6 +25,24 @@ from cscnn.training.features import FeatureEncoder
 
 WEIGHTS_FILE = "model.pt"
 CARD_FILE = "model.json"
+
+
+class CheckpointCard(TypedDict, total=False):
+    """The keys of a checkpoint's card (model.json), written once here and read by the training, the daily
+    loop's train step, the model registry, the model card and the CLI."""
+
+    fingerprint: str  # sha256 over the weights: the model version every derived artifact records
+    variant: str
+    config: dict[str, Any]  # `Config.to_dict()`
+    encoder: dict[str, Any]  # `FeatureEncoder.to_dict()`: vocabularies, categories, attributes
+    world: str  # the world folder it trained on
+    days: dict[str, list[str]]  # the split: train, val, test days
+    best_epoch: int
+    val_auc: float
+    history: list[dict[str, Any]]  # per epoch: train loss, validation AUC
+    signal_at_start: dict[str, Any] | None  # `diagnostics.signal_scale` before the first step
+    train_seconds: float
+    workers: int  # data-parallel workers it trained with
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -42,9 +61,9 @@ def build_model(cfg: Config, encoder: FeatureEncoder) -> CTRModel:
     )
 
 
-def save_checkpoint(out: Path, model: CTRModel, encoder: FeatureEncoder, cfg: Config, extra: dict) -> dict:
+def save_checkpoint(out: Path, model: CTRModel, encoder: FeatureEncoder, cfg: Config, extra: dict) -> CheckpointCard:
     """Write the checkpoint folder atomically; returns its card."""
-    card = {
+    card: CheckpointCard = {
         "fingerprint": fingerprint(model),
         "variant": cfg.model.variant,
         "config": cfg.to_dict(),
@@ -57,7 +76,7 @@ def save_checkpoint(out: Path, model: CTRModel, encoder: FeatureEncoder, cfg: Co
     return card
 
 
-def read_card(path: Path) -> dict:
+def read_card(path: Path) -> CheckpointCard:
     """The card of a checkpoint folder, without loading the weights."""
     card = Path(path) / CARD_FILE
     if not card.is_file():
@@ -65,7 +84,7 @@ def read_card(path: Path) -> dict:
     return json.loads(card.read_text())
 
 
-def load_checkpoint(path: Path) -> tuple[CTRModel, FeatureEncoder, Config, dict]:
+def load_checkpoint(path: Path) -> tuple[CTRModel, FeatureEncoder, Config, CheckpointCard]:
     path = Path(path)
     if not (path / WEIGHTS_FILE).is_file() or not (path / CARD_FILE).is_file():
         raise CSCNNError(

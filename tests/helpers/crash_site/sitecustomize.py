@@ -23,7 +23,7 @@ import signal
 import sys
 
 POINTS = {  # point -> (module, function wrapped in it)
-    "version": ("cscnn.tools.versioning.registry", "_copy_catalogue"),
+    "version": ("cscnn.tools.versioning.data_registry", "_copy_catalogue"),
     "train": ("cscnn.training.train", "run_epoch"),
     "register": ("mlflow.tracking._model_registry.fluent", "_register_model"),
     "package": ("cscnn.tools.packaging", "wait_ready"),

@@ -30,6 +30,7 @@ from cscnn.entrypoints.cli.options import (
     show_progress,
 )
 from cscnn.errors import CSCNNError
+from cscnn.settings import DEFAULT_PROFILE
 from cscnn.variants import VARIANTS
 
 app = typer.Typer(help="CSCNN visual-aware CTR prediction.", epilog=EPILOG, no_args_is_help=True, add_completion=False)
@@ -61,7 +62,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="World folder to write.")],
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     seed: Annotated[int | None, typer.Option(help="Seed (default: the profile's).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a world generated with another config.")] = False,
     config: ConfigFile = None,
@@ -158,7 +159,7 @@ def data_contract() -> None:
 def train_cmd(
     data: DataDir,
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     variant: Annotated[str | None, typer.Option(help=f"Model variant: {', '.join(VARIANTS)}.")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (default: the profile's).")] = None,
     config: ConfigFile = None,
@@ -208,21 +209,22 @@ def evaluate_cmd(
     against_champion: Annotated[
         bool, typer.Option(help="Also evaluate the registry's champion (of --state) on the same days.")
     ] = False,
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     state: StateDir = None,
     device: Device = "auto",
 ) -> None:
     """Evaluate a checkpoint: AUC, logloss, per-category AUC and cold-start AUC, printed as JSON.
 
-    The output is what the daily pipeline's gate reads: `{"days", "candidate", "champion"?, "champion_version"?}`.
+    The output is what the daily pipeline's gate reads (`cscnn.daily.results.Evaluation`): `{"days",
+    "candidate", "champion"?, "champion_version"?}`.
     """
-    from cscnn.daily.steps import evaluate_against_champion
+    from cscnn.daily.steps import compare_with_champion
     from cscnn.files import write_json
     from cscnn.state import State
 
     try:
         cfg = load_config(profile, overrides=[f"train.device={device}"])
-        evaluation = evaluate_against_champion(model, data, day, cfg, State.from_env(state), against_champion)
+        evaluation = compare_with_champion(model, data, day, cfg, State.from_env(state), against_champion).to_dict()
     except CSCNNError as exc:
         fail(exc)
     if out is not None:
@@ -261,7 +263,7 @@ def compare_cmd(
             "docs/results/<name of the --data folder>.md."
         ),
     ] = None,
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     variants: Annotated[
         str,
         typer.Option(
@@ -320,7 +322,7 @@ def validate_cmd(
             "versioned in --state's data registry, else the day before in --data)."
         ),
     ] = None,
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     config: ConfigFile = None,
     overrides: Overrides = None,
     state: StateDir = None,
@@ -348,12 +350,13 @@ def gate_cmd(
         Path, typer.Option(help="Evaluation JSON (`cscnn evaluate --out`; with --against-champion for a change check).")
     ],
     out: Annotated[Path, typer.Option(help="Decision JSON to write.")],
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     config: ConfigFile = None,
     overrides: Overrides = None,
 ) -> None:
     """Decide whether a candidate may replace the champion. Writes the decision; exit code 0 either way (a
     decision is not a failure: `dvc repro` goes on to the embedding table)."""
+    from cscnn.daily.results import Evaluation
     from cscnn.daily.steps import decide_gate
     from cscnn.files import write_json
 
@@ -366,6 +369,6 @@ def gate_cmd(
         fail(CSCNNError(f"cannot read the evaluation: {exc}"))
     except CSCNNError as exc:
         fail(exc)
-    decision = decide_gate(record, cfg)
+    decision = decide_gate(Evaluation.from_dict(record), cfg)
     write_json(out, decision.to_dict())
     typer.echo(decision.summary())

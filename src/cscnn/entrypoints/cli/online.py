@@ -11,6 +11,7 @@ from cscnn.config import load_config
 from cscnn.entrypoints.cli.modelling import app
 from cscnn.entrypoints.cli.options import ConfigFile, DataDir, Overrides, Profile, StateDir, fail
 from cscnn.errors import CSCNNError
+from cscnn.settings import DEFAULT_PROFILE
 
 
 @app.command("simulate")
@@ -32,7 +33,7 @@ def simulate_cmd(
         typer.Option(help="Also write the served log as this landing folder's day (never over an existing day)."),
     ] = None,
     mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the report to MLflow.")] = True,
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     config: ConfigFile = None,
     overrides: Overrides = None,
     state: StateDir = None,
@@ -40,7 +41,7 @@ def simulate_cmd(
     """Simulated users send one day of requests to the arms (split per user by a stable hash), click what is
     shown with the world's true probability, and the report compares the arms (lift with 95% intervals)."""
     from cscnn.online.arms import ArmSpec
-    from cscnn.online.simulate import parse_shares, simulate
+    from cscnn.online.served_day import parse_shares, simulate
     from cscnn.state import State
 
     try:

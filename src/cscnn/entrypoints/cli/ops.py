@@ -21,20 +21,23 @@ from cscnn.entrypoints.cli.options import (
     require,
 )
 from cscnn.errors import CSCNNError
+from cscnn.settings import DEFAULT_PROFILE
 
 model_app = typer.Typer(help="The MLflow registry: versions, aliases, rollback.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 
 
 @model_app.command("list")
-def model_list(state: StateDir = None, profile: Profile = "small") -> None:
+def model_list(state: StateDir = None, profile: Profile = DEFAULT_PROFILE) -> None:
     """Registered versions of the configured model (`serve.model_name`), with the aliases that name them."""
     from cscnn.state import State
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
     st, name = State.from_env(state), load_config(profile).serve.model_name
-    champion, challenger = (registry.resolve(a, st, name) for a in (registry.CHAMPION, registry.CHALLENGER))
-    for ref in registry.list_versions(st, name):
+    champion, challenger = (
+        model_registry.resolve(a, st, name) for a in (model_registry.CHAMPION, model_registry.CHALLENGER)
+    )
+    for ref in model_registry.list_versions(st, name):
         aliases = [n for n, r in (("champion", champion), ("challenger", challenger)) if r and r.version == ref.version]
         typer.echo(f"v{ref.version}  model {ref.fingerprint}  table {ref.embeddings or '-'}  {' '.join(aliases)}")
 
@@ -43,16 +46,16 @@ def model_list(state: StateDir = None, profile: Profile = "small") -> None:
 def model_rollback(
     to: Annotated[str | None, typer.Option(help="Version to serve (default: the previous champion).")] = None,
     state: StateDir = None,
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
 ) -> None:
     """Move `champion` back to the previous champion (or --to VERSION); a running service follows."""
     from cscnn.state import State
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
     try:
         st, name = State.from_env(state), load_config(profile).serve.model_name
-        before = registry.resolve(registry.CHAMPION, st, name)
-        ref = registry.rollback(st, name=name, to_version=to)
+        before = model_registry.resolve(model_registry.CHAMPION, st, name)
+        ref = model_registry.rollback(st, name=name, to_version=to)
     except CSCNNError as exc:
         fail(exc)
     typer.echo(f"champion: v{before.version} -> v{ref.version}")
@@ -69,7 +72,7 @@ def daily_run(
     day: Annotated[str, typer.Option(help="Day to process (YYYY-MM-DD).")],
     landing: Annotated[Path, typer.Option(help="Landing world folder the day's raw data arrives in.")],
     pipeline: Annotated[str, typer.Option(help="daily or embedding_refresh.")] = "daily",
-    profile: Profile = "small",
+    profile: Profile = DEFAULT_PROFILE,
     overrides: Overrides = None,
     force: Annotated[bool, typer.Option(help="Run a day the gate already decided again (else it is skipped).")] = False,
     state: StateDir = None,

@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 
 from cscnn.errors import ConfigError, DataContractError, RunFailure
+from cscnn.settings import profile_list
 
-Profile = Annotated[str, typer.Option(help="Config profile: tiny (tests), small (demo), bench.")]
+Profile = Annotated[str, typer.Option(help=f"Config profile (cscnn/profiles.yaml): {profile_list()}.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file overriding the profile.")]
 Overrides = Annotated[
     list[str] | None,

@@ -1,11 +1,11 @@
-"""Version each day of data with DVC, in a data registry repository (see `registry` for the whole story).
+"""Version each day of data with DVC, in a data registry repository (see `data_registry` for the whole story).
 
-Modules: `registry` (the public API: `DataVersion`, `init_registry`, `version_day`, `current_version`,
+Modules: `data_registry` (the public API: `DataVersion`, `init_registry`, `version_day`, `current_version`,
 `restore`, `recover`, `remote_url`, `versioned_days`), `copying` (the day's files into the registry),
 `gitdvc` (the low-level git and DVC calls).
 """
 
-from cscnn.tools.versioning.registry import (
+from cscnn.tools.versioning.data_registry import (
     DataVersion,
     current_version,
     init_registry,

@@ -28,9 +28,9 @@ PART_LENGTH = 7000  # MLflow's limit for a tag value is 8000 characters
 
 
 def _client(state: State):
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
-    return registry.client(state)  # the tracking store of the state (a server on a cluster)
+    return model_registry.client(state)  # the tracking store of the state (a server on a cluster)
 
 
 def _experiment_id(client, state: State) -> str:

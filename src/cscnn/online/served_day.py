@@ -27,8 +27,8 @@ from cscnn.data.io import list_days, write_table
 from cscnn.errors import CSCNNError
 from cscnn.files import atomic_dir, write_json
 from cscnn.online.arms import ArmSpec, open_arms
+from cscnn.online.click_model import WorldTruth
 from cscnn.online.experiment import Experiment, cumulative_lift_png, markdown, run_day
-from cscnn.online.truth import WorldTruth
 from cscnn.state import State
 
 ONLINE_EXPERIMENT = "cscnn-online"
@@ -157,9 +157,9 @@ def _throughput(experiment: Experiment) -> dict:
 def _log(experiment: Experiment, specs: list[ArmSpec], out: Path, state: State) -> str:
     import mlflow
 
-    from cscnn.tools import registry
+    from cscnn.tools import model_registry
 
-    client = registry.client(state)
+    client = model_registry.client(state)
     experiment_ref = client.get_experiment_by_name(ONLINE_EXPERIMENT)
     if experiment_ref is None:
         location = state.artifact_root.as_uri() if state.tracking_uri.startswith("sqlite") else None
