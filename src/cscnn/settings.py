@@ -64,6 +64,18 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "CSCNN_SET", "unset", "the service's `section.key=value` overrides, space-separated", "cscnn.serving.sources"
     ),
     Variable("CSCNN_PIPELINE_RETRIES", "2", "retries of the DAGs' pipeline task (read at parse time)", "dags/"),
+    Variable(
+        "CSCNN_LANDING_WAIT_S",
+        "21600 (6 h)",
+        "how long the daily DAG's sensor waits for the day to land (read at parse time; 0: fail at once)",
+        "dags/",
+    ),
+    Variable(
+        "CSCNN_ALERT_WEBHOOK",
+        "unset (a log line only)",
+        "a URL the DAGs' failure hook POSTs each alert to as JSON",
+        "cscnn.entrypoints.notify",
+    ),
     Variable("CSCNN_NAMESPACE", "the pod's namespace", "the Kubernetes namespace of TrainJobs", "cscnn.tools.trainjob"),
     Variable("CSCNN_MODEL_ALIAS", "`champion`", "the alias the service follows", "cscnn.serving.sources"),
     Variable(
