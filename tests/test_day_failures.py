@@ -21,6 +21,7 @@ import pytest
 from cscnn.config import load_config
 from cscnn.daily import faults, status
 from cscnn.daily.status import DayStatus
+from cscnn.daily.steps import DataValidationError
 from cscnn.data import schema
 from cscnn.data.synth import generate_world
 from cscnn.entrypoints import orchestration
@@ -268,4 +269,24 @@ def test_a_rejection_recorded_without_an_error_line_is_still_a_rejection(tmp_pat
     raised = orchestration.run_failure(state, DAY, before, RuntimeError("validate failed"))
     assert isinstance(raised, orchestration.DayRejected) and "rejected by data validation" in str(raised)
     assert "impressions: values_in_set [click]: row 17" in str(raised)
+
+
+def test_the_status_line_of_a_rejected_day_names_its_failed_checks_and_columns(tmp_path):
+    state = State(tmp_path / "state")
+    failures = [
+        {"table": "impressions", "expectation": "expect_column_values_to_be_in_set", "column": "click"},
+        {"table": "impressions", "expectation": "expect_compound_columns_to_be_unique"},
+        {"table": "items", "expectation": "expect_column_values_to_not_be_null", "column": "image"},
+        {"table": "users", "expectation": "expect_column_values_to_be_unique", "column": "user_id"},
+    ]
+    with pytest.raises(DataValidationError), faults.failing_step(state, DAY, "validate"):
+        status.mark(state, DAY, status=DayStatus.REJECTED, validation={"success": False, "failures": failures})
+        raise DataValidationError(f"day {DAY} failed validation; nothing was trained")
+    line = faults.failure_line(status.read(state, DAY))
+    assert "\n" not in line and line.endswith("(not retryable: fix the data or the configuration)")
+    assert (
+        "failed checks: impressions.expect_column_values_to_be_in_set [click], "
+        "impressions.expect_compound_columns_to_be_unique, items.expect_column_values_to_not_be_null [image]"
+        " and 1 more"
+    ) in line
     assert status.read(state, DAY).status == DayStatus.REJECTED

@@ -113,13 +113,26 @@ def as_reported(record: DayRecord) -> DayRecord:
     )
 
 
+SHOWN_CHECKS = 3  # failed validation checks named in the one line (all of them are in the JSON)
+
+
 def failure_line(record: DayRecord) -> str | None:
-    """One line for a day whose last run failed: status, step, error, and whether a retry can help."""
+    """One line for a day whose last run failed: status, step, error, the failed checks with their columns (a
+    rejected day: which data to fix), and whether a retry can help."""
     if not record.failed:
         return None
     retry = {False: " (not retryable: fix the data or the configuration)", True: " (a retry may help)"}
+    checks = [
+        f"{f.get('table')}.{f.get('expectation')}" + (f" [{f['column']}]" if f.get("column") else "")
+        for f in record.failures
+    ]
+    named = ""
+    if checks:
+        more = f" and {len(checks) - SHOWN_CHECKS} more" if len(checks) > SHOWN_CHECKS else ""
+        named = f"; failed checks: {', '.join(checks[:SHOWN_CHECKS])}{more}"
     return (
         f"day {record.day}: {record.status or 'no status'}; step {record.step or '-'} failed: {record.error}"
+        + named
         + retry.get(record.retryable, "")
     )
 
