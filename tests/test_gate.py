@@ -73,3 +73,19 @@ def test_thresholds_come_from_config_and_overrides(tiny_config):
     champion = metrics(0.72, {"a": 0.72})
     assert decide(metrics(0.70, {"a": 0.70}), champion, cfg.gate).passed
     assert not decide(metrics(0.70, {"a": 0.70}), champion, tiny_config.gate).passed
+
+
+def test_a_day_older_than_the_champions_never_replaces_it():
+    """Days run out of order (a late or backfilled day after a newer one was promoted) keep the champion."""
+    better, champion = metrics(0.80, {"a": 0.80}), metrics(0.72, {"a": 0.72})
+    late = decide(better, champion, CFG, "5", day="2026-01-04", champion_day="2026-01-05")
+    assert not late.passed and by_name(late)["day_order"] is False
+    assert late.reasons == [
+        "day_order: day 2026-01-04 is older than the champion's day 2026-01-05: a late or backfilled day never "
+        "moves the champion backwards"
+    ]
+    assert decide(better, champion, CFG, "5", day="2026-01-05", champion_day="2026-01-05").passed  # same day
+    assert decide(better, champion, CFG, "5", day="2026-01-06", champion_day="2026-01-05").passed
+    unknown = decide(better, champion, CFG, "5", day="2026-01-04")  # a version registered before the day tag
+    assert unknown.passed and by_name(unknown)["day_order"] is None
+    assert "day_order" not in by_name(decide(better, None, CFG, day="2026-01-04"))  # no champion: nothing to order

@@ -37,13 +37,29 @@ def logged(tiny_world, tmp_path_factory):
     example = input_example(world, world.days[-1])
     decision = {"passed": False, "reasons": ["auc_floor: 0.51 < 0.60"]}
     ref = model_registry.log_candidate(
-        root / "model", {"auc": 0.51}, {}, DATA_VERSION, state=state, input_example=example, decision=decision
+        root / "model",
+        {"auc": 0.51},
+        {},
+        DATA_VERSION,
+        state=state,
+        input_example=example,
+        decision=decision,
+        tags={"day": world.days[-1]},
     )
     import mlflow
 
     model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{ref.name}/{ref.version}", dst_path=str(root / "m")))
     yield {"ref": ref, "state": state, "model_dir": model_dir, "example": example, "root": root}
     mp.undo()
+
+
+def test_the_version_names_the_day_it_was_gated_on(logged):
+    """The gate's day_order check reads it from the version (`ModelRef.day`), not from the run."""
+    from cscnn.tools import model_registry
+
+    ref = logged["ref"]
+    assert ref.day is not None and ref.day.startswith("20")
+    assert model_registry.get_version(ref.version, logged["state"], ref.name).day == ref.day
 
 
 def test_the_model_pins_what_it_imports_and_carries_its_code(logged):

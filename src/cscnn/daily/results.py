@@ -88,6 +88,7 @@ class Evaluation:
     candidate: dict[str, Any]
     champion: dict[str, Any] | None = None
     champion_version: str | None = None
+    champion_day: str | None = None  # the day the champion was gated on (the gate's day_order check)
 
     def to_dict(self) -> dict[str, Any]:
         return _without_none(dataclasses.asdict(self))

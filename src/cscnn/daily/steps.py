@@ -231,7 +231,13 @@ def compare_with_champion(
         return Evaluation(days=candidate["days"], candidate=candidate)
     checkpoint, _ = model_registry.fetch(champion_ref, state)
     metrics = evaluate_checkpoint(checkpoint, world_dir, candidate["days"], device=cfg.train.device)
-    return Evaluation(candidate["days"], candidate, champion=metrics, champion_version=champion_ref.version)
+    return Evaluation(
+        candidate["days"],
+        candidate,
+        champion=metrics,
+        champion_version=champion_ref.version,
+        champion_day=champion_ref.day,
+    )
 
 
 def evaluate(candidate_dir: Path, day: str, cfg: Config, state: State) -> Evaluation:
@@ -246,7 +252,10 @@ def decide_gate(evaluation: Evaluation, cfg: Config) -> GateDecision:
     """The gate's decision on an evaluation (`compare_with_champion`)."""
     from cscnn.tools.gate import decide
 
-    return decide(evaluation.candidate, evaluation.champion, cfg.gate, evaluation.champion_version)
+    day = evaluation.days[-1] if evaluation.days else None
+    return decide(
+        evaluation.candidate, evaluation.champion, cfg.gate, evaluation.champion_version, day, evaluation.champion_day
+    )
 
 
 def gate(evaluation: Evaluation, day: str, cfg: Config, state: State) -> GateDecision:

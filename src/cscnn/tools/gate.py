@@ -4,6 +4,8 @@
     auc_change         candidate AUC >= champion AUC - gate.max_auc_drop (same eval day; skipped without champion)
     category:<name>    per category with enough impressions: candidate AUC >= champion's - gate.max_category_drop
                        (skipped without a champion)
+    day_order          the eval day is not older than the day the champion was gated on: a late or backfilled
+                       day never replaces a champion chosen on newer data (skipped when either day is unknown)
 
 The decision is data (JSON), saved as an artifact and printed in the task log; nothing here moves an alias.
 """
@@ -56,9 +58,15 @@ class GateDecision:
 
 
 def decide(
-    candidate: dict, champion: dict | None, cfg: GateConfig, champion_version: str | None = None
+    candidate: dict,
+    champion: dict | None,
+    cfg: GateConfig,
+    champion_version: str | None = None,
+    day: str | None = None,
+    champion_day: str | None = None,
 ) -> GateDecision:
-    """`candidate` and `champion` are `cscnn.training.metrics.summarize` results on the same eval day."""
+    """`candidate` and `champion` are `cscnn.training.metrics.summarize` results on the same eval day `day`;
+    `champion_day` is the day the champion was gated on."""
     cand_auc = candidate.get("auc")
     checks = [
         Check(
@@ -84,8 +92,22 @@ def decide(
         )
     if champion is not None:
         checks += _category_checks(candidate, champion, cfg)
+        checks.append(_day_order(day, champion_day))
     passed = all(c.passed is not False for c in checks)
     return GateDecision(passed, checks, cand_auc, champ_auc, champion_version)
+
+
+def _day_order(day: str | None, champion_day: str | None) -> Check:
+    if not day or not champion_day:
+        return Check("day_order", None, "the champion's day is not recorded: order not checked")
+    if day < champion_day:
+        return Check(
+            "day_order",
+            False,
+            f"day {day} is older than the champion's day {champion_day}: a late or backfilled day never moves "
+            "the champion backwards",
+        )
+    return Check("day_order", True, f"day {day} is not older than the champion's day {champion_day}")
 
 
 def _category_checks(candidate: dict, champion: dict, cfg: GateConfig) -> list[Check]:

@@ -39,6 +39,7 @@ CHALLENGER = "challenger"
 EXPERIMENT = "cscnn-daily"
 CHECKPOINT_ARTIFACT = "checkpoint"  # inside the logged model's artifacts
 EMBEDDINGS_TAG = "embeddings"
+DAY_TAG = "day"  # the day a version was gated on, also on the version (the gate's day_order check)
 REGISTRATION_TAG = "registration"  # in_progress until the version is complete (see log_candidate)
 IN_PROGRESS, COMPLETE = "in_progress", "complete"
 # What the pyfunc imports (this package's checkpoint, models and image decoding), pinned at logging time; the
@@ -83,6 +84,7 @@ class ModelRef:
     run_id: str
     fingerprint: str
     embeddings: str | None = None  # artifact path of the version's table within its run
+    day: str | None = None  # the day it was gated on (versions registered before the tag existed: None)
 
     def to_dict(self) -> dict:
         """Without unset fields (KFP's dict parameters cannot carry nulls)."""
@@ -96,6 +98,7 @@ def _ref(mv) -> ModelRef:
         run_id=mv.run_id,
         fingerprint=mv.tags.get("fingerprint", ""),
         embeddings=mv.tags.get(EMBEDDINGS_TAG),
+        day=mv.tags.get(DAY_TAG),
     )
 
 
@@ -308,7 +311,12 @@ def log_candidate(
         registered = mlflow.register_model(
             info.model_uri,
             name,
-            tags={"fingerprint": fingerprint, "data_version": data_version, REGISTRATION_TAG: IN_PROGRESS},
+            tags={
+                "fingerprint": fingerprint,
+                "data_version": data_version,
+                REGISTRATION_TAG: IN_PROGRESS,
+                **({DAY_TAG: tags[DAY_TAG]} if tags and tags.get(DAY_TAG) else {}),
+            },
         )
         version = str(registered.version)
         _describe(mlflow_client, name, version, description)
