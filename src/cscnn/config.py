@@ -139,6 +139,7 @@ class ValidationConfig:
     max_ctr: float = 0.5
     max_category_drift: float = 0.25  # KL divergence of the day's category mix from the previous day's
     check_images: bool = True  # every catalogue image present and decodable
+    require_previous_day: bool = True  # earlier landed days versioned (or rejected) first; false: a backfill
 
 
 @dataclass

@@ -87,8 +87,10 @@ def previous_accepted_day(landing: Path, day: str, state: State) -> str | None:
 
 def validate(landing: Path, day: str, cfg: Config, state: State, out: Path) -> ValidationReport:
     """Great Expectations on the landing day (raw data is read, never changed). Raises on failure."""
+    from cscnn.daily.order import check_predecessors
     from cscnn.tools.validation import validate_day
 
+    check_predecessors(Path(landing), day, cfg, state)  # before anything of the day is recorded
     previous = previous_accepted_day(landing, day, state)
     mark(state, day, status=DayStatus.STARTED, error=None)
     try:

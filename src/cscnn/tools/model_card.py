@@ -80,3 +80,10 @@ def log_history(history: list[dict]) -> None:
     for record in history:
         values = {k: float(v) for k, v in record.items() if k != "epoch" and isinstance(v, int | float)}
         mlflow.log_metrics({f"epoch_{k}": v for k, v in values.items() if np.isfinite(v)}, step=int(record["epoch"]))
+
+
+def describe(mlflow_client, name: str, version: str, description: str) -> None:
+    """The registered model's description (once) and this version's card."""
+    if not mlflow_client.get_registered_model(name).description:
+        mlflow_client.update_registered_model(name, description=MODEL_DESCRIPTION)
+    mlflow_client.update_model_version(name, version, description=description)

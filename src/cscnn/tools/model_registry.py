@@ -39,7 +39,7 @@ CHALLENGER = "challenger"
 EXPERIMENT = "cscnn-daily"
 CHECKPOINT_ARTIFACT = "checkpoint"  # inside the logged model's artifacts
 EMBEDDINGS_TAG = "embeddings"
-DAY_TAG = "day"  # the day a version was gated on, also on the version (the gate's day_order check)
+DAY_TAG = "day"  # the day a version was gated on: a run tag, also on the version (the gate's day_order check)
 REGISTRATION_TAG = "registration"  # in_progress until the version is complete (see log_candidate)
 IN_PROGRESS, COMPLETE = "in_progress", "complete"
 # What the pyfunc imports (this package's checkpoint, models and image decoding), pinned at logging time; the
@@ -228,12 +228,6 @@ def pyfunc_requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in PYFUNC_REQUIREMENTS]
 
 
-def _describe(mlflow_client, name: str, version: str, description: str) -> None:
-    if not mlflow_client.get_registered_model(name).description:
-        mlflow_client.update_registered_model(name, description=model_card.MODEL_DESCRIPTION)
-    mlflow_client.update_model_version(name, version, description=description)
-
-
 def _log_pyfunc(checkpoint_dir: Path, input_example: pd.DataFrame | None, data_version: str):
     """The pyfunc in the active run, with this package's source (without bytecode) and pinned requirements."""
     import mlflow
@@ -292,7 +286,7 @@ def log_candidate(
     existing = find_version(fingerprint, data_version, state, name)
     if existing is not None:
         mlflow_client.set_registered_model_alias(name, CHALLENGER, existing.version)
-        _describe(mlflow_client, name, existing.version, description)
+        model_card.describe(mlflow_client, name, existing.version, description)
         return existing
     experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=tags.get("day") if tags else None):
@@ -308,18 +302,10 @@ def log_candidate(
             else:
                 mlflow.log_artifact(str(local), artifact_path)
         info = _log_pyfunc(Path(checkpoint_dir), input_example, data_version)
-        registered = mlflow.register_model(
-            info.model_uri,
-            name,
-            tags={
-                "fingerprint": fingerprint,
-                "data_version": data_version,
-                REGISTRATION_TAG: IN_PROGRESS,
-                **({DAY_TAG: tags[DAY_TAG]} if tags and tags.get(DAY_TAG) else {}),
-            },
-        )
+        labels = {**(tags or {}), "fingerprint": fingerprint, "data_version": data_version}  # the run's too: `day`
+        registered = mlflow.register_model(info.model_uri, name, tags={**labels, REGISTRATION_TAG: IN_PROGRESS})
         version = str(registered.version)
-        _describe(mlflow_client, name, version, description)
+        model_card.describe(mlflow_client, name, version, description)
         mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
     mlflow_client.set_model_version_tag(name, version, REGISTRATION_TAG, COMPLETE)
     return get_version(version, state, name)
