@@ -14,6 +14,7 @@ the server as.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -117,6 +118,9 @@ def postgres(folder: Path, database: str) -> Iterator[tuple[str, str]]:
         yield server.get_uri(database).replace("postgresql://", "postgresql+psycopg://", 1), version
     finally:
         server.cleanup()
+        # With cleanup_mode "stop" the wheel leaves its atexit hook registered; at interpreter exit it then logs
+        # to streams already closed (pytest's capture: "--- Logging error ---"). The server is stopped: drop it.
+        atexit.unregister(server._cleanup)
 
 
 @contextlib.contextmanager
