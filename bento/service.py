@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections import Counter
 from http import HTTPStatus
 
 import bentoml
 from starlette.responses import Response
 
+from cscnn import settings
 from cscnn.errors import CSCNNError
 from cscnn.serving import edge
 from cscnn.serving.hotswap import ModelHolder, NotReadyError
@@ -115,14 +115,14 @@ def _labels(model: ServedModel) -> dict[str, str]:
 
 @bentoml.service(
     name="cscnn-ranker",
-    workers=int(os.environ.get("CSCNN_SERVE_WORKERS", "1")),
+    workers=settings.read("CSCNN_SERVE_WORKERS"),
     traffic={"timeout": SERVE.request_timeout_s, "max_concurrency": SERVE.max_concurrency},
 )
 class RankingService:
     def __init__(self) -> None:
         import torch
 
-        torch.set_num_threads(int(os.environ.get("CSCNN_TORCH_THREADS", "1")))
+        torch.set_num_threads(max(1, settings.read("CSCNN_TORCH_THREADS")))
         self.metrics = ServiceMetrics.get()
         self.holder = ModelHolder(
             source_from_env(SERVE), SERVE, on_swap=self.metrics.swapped, on_error=self.metrics.reload_failed

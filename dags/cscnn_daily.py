@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from cscnn import settings
 from cscnn.entrypoints import notify, orchestration
 from cscnn.errors import ConfigError
 
@@ -23,10 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]  # relative landing/state paths 
 START_DATE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 # Retries of the pipeline task. `airflow dags test` waits out every retry delay in the foreground, so the local
 # runner (`cscnn.entrypoints.airflow_setup.run_dag`) sets this to 0; a deployment keeps the default.
-PIPELINE_RETRIES = int(os.environ.get("CSCNN_PIPELINE_RETRIES", "2"))
+PIPELINE_RETRIES = settings.read("CSCNN_PIPELINE_RETRIES")
 # How long `wait_for_landing` waits for the day's data (read at parse time; 0: fail at once, as the local runner
 # sets it). A sensor in reschedule mode: between pokes it holds no worker slot.
-LANDING_WAIT_S = int(os.environ.get("CSCNN_LANDING_WAIT_S", str(6 * 3600)))
+LANDING_WAIT_S = settings.read("CSCNN_LANDING_WAIT_S")
 LANDING_POKE_S = 300
 
 DOC = """

@@ -11,12 +11,13 @@ from typing import Any
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from cscnn import settings
 from cscnn.entrypoints import orchestration
 from cscnn.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # relative landing/state paths are taken from the checkout
 START_DATE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
-PIPELINE_RETRIES = int(os.environ.get("CSCNN_PIPELINE_RETRIES", "2"))  # see cscnn_daily.py
+PIPELINE_RETRIES = settings.read("CSCNN_PIPELINE_RETRIES")  # see cscnn_daily.py
 
 DOC = """
 # cscnn_embedding_refresh: embed new ads between retrains

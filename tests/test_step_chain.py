@@ -125,3 +125,68 @@ def test_every_environment_variable_read_is_in_the_settings_table_and_its_docs()
     text = (ROOT / "docs" / "settings.md").read_text()
     start, end = "<!-- environment table: generated from cscnn.settings -->", "<!-- end of environment table -->"
     assert text.split(start, 1)[1].split(end, 1)[0].strip() == settings.environment_table()
+
+
+def _environment_reads(tree: ast.Module) -> list[str]:
+    """The `CSCNN_*` names a module reads itself: `x.get(NAME)`, `getenv(NAME)`, `x.pop(NAME)`, `x[NAME]` (load) and
+    `NAME in x`, where NAME is the literal or a module-level constant bound to it. Writes (a child's environment)
+    are not reads."""
+    constants = {
+        node.targets[0].id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+
+    def name_of(node: ast.AST) -> str | None:
+        value = node.value if isinstance(node, ast.Constant) else constants.get(getattr(node, "id", None))
+        return value if isinstance(value, str) and value.startswith("CSCNN_") else None
+
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and node.args
+            and getattr(node.func, "attr", getattr(node.func, "id", ""))
+            in (
+                "get",
+                "getenv",
+                "pop",
+            )
+        ):
+            found.append(name_of(node.args[0]))
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            found.append(name_of(node.slice))
+        elif isinstance(node, ast.Compare) and any(isinstance(op, ast.In | ast.NotIn) for op in node.ops):
+            found.append(name_of(node.left))
+    return [name for name in found if name]
+
+
+def test_only_the_settings_module_reads_the_environment_variables():
+    """Issue 22, item 4: every `CSCNN_*` variable is read through `cscnn.settings.read`, typed by its table."""
+    readers = {}
+    for folder in ("src", "dags", "bento", "kfp_pipelines"):
+        for path in (ROOT / folder).rglob("*.py"):
+            names = _environment_reads(ast.parse(path.read_text()))
+            if names and path != ROOT / "src" / "cscnn" / "settings.py":
+                readers[str(path.relative_to(ROOT))] = names
+    assert not readers, readers
+    # and the check sees a read: a module that reads one itself is caught
+    assert _environment_reads(ast.parse('import os\nW = "CSCNN_LOCK_WAIT"\nos.environ.get(W)\n')) == ["CSCNN_LOCK_WAIT"]
+
+
+def test_settings_read_types_the_values_and_names_a_bad_one():
+    import pytest
+
+    from cscnn import settings
+    from cscnn.errors import ConfigError
+
+    assert settings.read("CSCNN_LOCK_WAIT", {}) == 3600.0
+    assert settings.read("CSCNN_PIPELINE_RETRIES", {"CSCNN_PIPELINE_RETRIES": " 0 "}) == 0
+    assert settings.read("CSCNN_MODEL_ALIAS", {"CSCNN_MODEL_ALIAS": ""}) == "champion"
+    assert settings.read("CSCNN_STATE", {}) is None
+    for bad in ("soon", "-1", "2.5"):
+        with pytest.raises(ConfigError, match="CSCNN_SERVE_WORKERS="):
+            settings.read("CSCNN_SERVE_WORKERS", {"CSCNN_SERVE_WORKERS": bad})

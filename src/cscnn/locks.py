@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cscnn.errors import CSCNNError, RunFailure
+from cscnn import settings
+from cscnn.errors import RunFailure
 
 LOCK_FILE = "cscnn.lock"
 WAIT_ENV = "CSCNN_LOCK_WAIT"
@@ -52,13 +53,7 @@ def lock_path(state_root: Path) -> Path:
 
 
 def wait_seconds(env: dict[str, str] | None = None) -> float:
-    text = (env if env is not None else os.environ).get(WAIT_ENV, "").strip()
-    if not text:
-        return DEFAULT_WAIT_S
-    try:
-        return max(0.0, float(text))
-    except ValueError as exc:
-        raise CSCNNError(f"{WAIT_ENV}={text!r}: expected a number of seconds (0: do not wait)") from exc
+    return float(settings.read(WAIT_ENV, env))
 
 
 def describe(info: dict | None) -> str:

@@ -10,11 +10,11 @@ container image does). Nothing here computes a path from this file's own locatio
 from __future__ import annotations
 
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from cscnn import settings
 from cscnn.errors import ConfigError
 
 DISTRIBUTION = "cscnn-ctr"
@@ -23,7 +23,7 @@ ENV_VAR = "CSCNN_PROJECT_ROOT"
 
 def root() -> Path:
     """The project checkout; raises ConfigError naming the fix when it cannot be found."""
-    chosen = os.environ.get(ENV_VAR)
+    chosen = settings.read(ENV_VAR)
     if chosen:
         path = Path(chosen).resolve()
         if not path.is_dir():

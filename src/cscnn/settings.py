@@ -3,13 +3,20 @@
 Standard library only (the DAG files import it at parse time through `cscnn.entrypoints.orchestration`).
 `PROFILES` lists the profiles of `cscnn/profiles.yaml`, the one config source, in its order; a test fails when
 they disagree, so the CLI's help, the DAG's param and the docs name them from here. `ENVIRONMENT` lists every
-`CSCNN_*` variable the project reads, with its default and meaning; docs/settings.md shows it
+`CSCNN_*` variable the project reads, with its default, type and meaning; docs/settings.md shows it
 (`environment_table`), and a test fails when a variable is read that the table lacks, or the docs differ.
+`read(name)` is the one place the project reads them (tests/test_architecture.py fails on a read elsewhere):
+typed as the table says, with the table's fallback when unset, and a ConfigError naming the variable when its
+value is not of its type.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from cscnn.errors import ConfigError
 
 DEFAULT_PROFILE = "small"  # the profile a run uses when none is given: Make, the CLI, the DAGs, the pipelines
 PROFILES = ("tiny", "small", "demo", "bench", "capacity", "regions")  # cscnn/profiles.yaml, in its order
@@ -26,6 +33,8 @@ class Variable:
     default: str  # as the docs show it: a value, or what happens when it is unset
     meaning: str
     read_by: str  # the module that reads it
+    kind: type = str  # str, int or float: what `read` returns
+    fallback: str | int | float | None = None  # what `read` returns when the variable is unset or empty
 
 
 ENVIRONMENT: tuple[Variable, ...] = (
@@ -45,6 +54,8 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "3600",
         "seconds a run waits for another run on the same state (0: fail at once)",
         "cscnn.locks",
+        float,
+        3600.0,
     ),
     Variable("CSCNN_PROJECT_ROOT", "the install record", "the checkout (its `dags/`, `bento/`)", "cscnn.project"),
     Variable(
@@ -63,12 +74,14 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable(
         "CSCNN_SET", "unset", "the service's `section.key=value` overrides, space-separated", "cscnn.serving.sources"
     ),
-    Variable("CSCNN_PIPELINE_RETRIES", "2", "retries of the DAGs' pipeline task (read at parse time)", "dags/"),
+    Variable("CSCNN_PIPELINE_RETRIES", "2", "retries of the DAGs' pipeline task (read at parse time)", "dags/", int, 2),
     Variable(
         "CSCNN_LANDING_WAIT_S",
         "21600 (6 h)",
         "how long the daily DAG's sensor waits for the day to land (read at parse time; 0: fail at once)",
         "dags/",
+        int,
+        6 * 3600,
     ),
     Variable(
         "CSCNN_ALERT_WEBHOOK",
@@ -77,7 +90,9 @@ ENVIRONMENT: tuple[Variable, ...] = (
         "cscnn.entrypoints.notify",
     ),
     Variable("CSCNN_NAMESPACE", "the pod's namespace", "the Kubernetes namespace of TrainJobs", "cscnn.tools.trainjob"),
-    Variable("CSCNN_MODEL_ALIAS", "`champion`", "the alias the service follows", "cscnn.serving.sources"),
+    Variable(
+        "CSCNN_MODEL_ALIAS", "`champion`", "the alias the service follows", "cscnn.serving.sources", str, "champion"
+    ),
     Variable(
         "CSCNN_MODEL_VERSION",
         "unset",
@@ -93,13 +108,38 @@ ENVIRONMENT: tuple[Variable, ...] = (
     ),
     Variable("CSCNN_IMAGES_DIR", "unset", "benchmark only: the CNN per request", "cscnn.serving.sources"),
     Variable("CSCNN_ADMIN_TOKEN", "unset (403)", "the bearer token of `POST /admin/reload`", "cscnn.serving.security"),
-    Variable("CSCNN_SERVE_WORKERS", "1", "the service's worker processes", "bento/service.py"),
-    Variable("CSCNN_TORCH_THREADS", "1", "torch threads per service worker", "bento/service.py"),
+    Variable("CSCNN_SERVE_WORKERS", "1", "the service's worker processes", "bento/service.py", int, 1),
+    Variable("CSCNN_TORCH_THREADS", "1", "torch threads per service worker", "bento/service.py", int, 1),
 )
+
+
+VARIABLES = {v.name: v for v in ENVIRONMENT}
+
+
+def read(name: str, environ: Mapping[str, str] | None = None) -> str | int | float | None:
+    """The value of `name` in `environ` (default: this process's environment), stripped and typed as
+    `ENVIRONMENT` says; the variable's fallback when unset or empty. A number that is not one, or is negative,
+    raises ConfigError naming the variable; a name the table lacks raises KeyError (a programming error)."""
+    variable = VARIABLES[name]
+    text = (os.environ if environ is None else environ).get(name, "").strip()
+    if not text:
+        return variable.fallback
+    if variable.kind is str:
+        return text
+    try:
+        value = variable.kind(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{name}={text!r}: expected a {'whole ' if variable.kind is int else ''}number >= 0")
+    return value
 
 
 def environment_table() -> str:
     """docs/settings.md's table of the environment variables (a test compares them)."""
-    rows = ["| variable | default | meaning | read by |", "|---|---|---|---|"]
-    rows += [f"| `{v.name}` | {v.default} | {v.meaning} | `{v.read_by}` |" for v in ENVIRONMENT]
+    rows = ["| variable | default | type | meaning | read by |", "|---|---|---|---|---|"]
+    rows += [
+        f"| `{v.name}` | {v.default} | {'number' if v.kind is not str else 'text'} | {v.meaning} | `{v.read_by}` |"
+        for v in ENVIRONMENT
+    ]
     return "\n".join(rows)

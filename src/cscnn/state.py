@@ -32,6 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cscnn import settings
 from cscnn.errors import ConfigError
 
 REGISTRY_REMOTE_ENV = "CSCNN_DATA_REGISTRY_REMOTE"
@@ -40,21 +41,21 @@ _scratch: Path | None = None  # this process's private state folder in cluster m
 
 def cluster_mode() -> bool:
     """The cluster settings are given: the data registry lives in a git remote (infra/README.md)."""
-    return bool(os.environ.get(REGISTRY_REMOTE_ENV))
+    return bool(settings.read(REGISTRY_REMOTE_ENV))
 
 
 def check_cluster_settings(env: dict[str, str] | None = None) -> None:
     """In cluster mode the services must be named: without them the tracking store and the DVC remote would be
     files in this process's scratch folder, gone when it exits, while the git remote kept pointing at them."""
     env = dict(os.environ) if env is None else env
-    if not env.get(REGISTRY_REMOTE_ENV):
+    if not settings.read(REGISTRY_REMOTE_ENV, env):
         return
     from cscnn.errors import ConfigError
 
     missing = []
     if not env.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://", "postgresql", "mysql")):
         missing.append("MLFLOW_TRACKING_URI (the tracking server)")
-    remote = env.get("CSCNN_DVC_REMOTE", "")
+    remote = settings.read("CSCNN_DVC_REMOTE", env) or ""
     if "://" not in remote:
         missing.append("CSCNN_DVC_REMOTE (object storage, e.g. s3://bucket/dvc)")
     if missing:
@@ -67,7 +68,7 @@ def check_cluster_settings(env: dict[str, str] | None = None) -> None:
 def handed_over(state: State) -> str:
     """The state folder to hand to other processes (pipeline steps): this one on a machine, none ("") in
     cluster mode without an explicit CSCNN_STATE, so that each step works in a scratch folder of its own."""
-    if cluster_mode() and not os.environ.get("CSCNN_STATE") and state.root == _scratch:
+    if cluster_mode() and not settings.read("CSCNN_STATE") and state.root == _scratch:
         return ""
     return str(state.root)
 
@@ -87,7 +88,7 @@ class State:
 
     @classmethod
     def from_env(cls, root: Path | str | None = None) -> State:
-        chosen = root or os.environ.get("CSCNN_STATE")
+        chosen = root or settings.read("CSCNN_STATE")
         if not chosen:
             chosen = _private_scratch() if cluster_mode() else Path.cwd() / ".state"
         return cls(Path(chosen).resolve())
@@ -112,17 +113,17 @@ class State:
     @property
     def data_registry_remote(self) -> str | None:
         """The data registry's git remote (a cluster), or None: the registry is the local folder alone."""
-        return os.environ.get(REGISTRY_REMOTE_ENV) or None
+        return settings.read(REGISTRY_REMOTE_ENV)
 
     @property
     def dvc_remote(self) -> str:
-        return os.environ.get("CSCNN_DVC_REMOTE") or str(self.root / "dvc-remote")
+        return settings.read("CSCNN_DVC_REMOTE") or str(self.root / "dvc-remote")
 
     @property
     def status_store(self) -> str:
         """Where each day's status record lives: `file` (days/<day>.json here, the default) or `mlflow` (the
         tracking server of `tracking_uri`: the default in cluster mode, or CSCNN_STATUS_STORE=mlflow)."""
-        store = os.environ.get("CSCNN_STATUS_STORE") or ("mlflow" if cluster_mode() else "file")
+        store = settings.read("CSCNN_STATUS_STORE") or ("mlflow" if cluster_mode() else "file")
         if store not in ("file", "mlflow"):
             raise ConfigError(f"CSCNN_STATUS_STORE={store!r}: 'file' or 'mlflow'")
         return store

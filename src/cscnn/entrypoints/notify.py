@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from cscnn import settings
 from cscnn.daily.status import DayStatus
 
 WEBHOOK_ENV = "CSCNN_ALERT_WEBHOOK"
@@ -59,7 +59,7 @@ def notify_failure(context: Mapping[str, Any], env: Mapping[str, str] | None = N
     Returns the alert with `delivered` (True, False, or None when no webhook is set)."""
     alert = failure_alert(context)
     log.error("ALERT %s", alert["text"])
-    url = (os.environ if env is None else env).get(WEBHOOK_ENV, "").strip()
+    url = settings.read(WEBHOOK_ENV, env) or ""
     delivered = None
     if url:
         request = urllib.request.Request(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cscnn import settings
 from cscnn.daily import status
 from cscnn.dates import check_day
 from cscnn.errors import ConfigError, CSCNNError
@@ -143,16 +144,20 @@ def locations(params: Mapping[str, Any], env: Mapping[str, str], root: Path) -> 
     """Landing folder, state folder and profile: a param wins, then $CSCNN_LANDING / $CSCNN_STATE /
     $CSCNN_PROFILE, then what the local set-up recorded in the state (`State.defaults`: `make demo` writes
     it), then the defaults (`data/small`, `.state`, `small`). Relative paths are taken from `root`."""
-    if env.get(REGISTRY_REMOTE_ENV) and not env.get("CSCNN_STATE"):  # a cluster: every step its own scratch
+    state_env = settings.read("CSCNN_STATE", env)
+    if settings.read(REGISTRY_REMOTE_ENV, env) and not state_env:  # a cluster: every step its own scratch
         state_dir, recorded = "", {}
     else:
-        state_dir = str((root / (env.get("CSCNN_STATE") or ".state")).resolve())
+        state_dir = str((root / (state_env or ".state")).resolve())
         recorded = State(Path(state_dir)).defaults()
-    landing = params.get("landing") or env.get("CSCNN_LANDING") or recorded.get("landing") or "data/small"
+    landing = params.get("landing") or settings.read("CSCNN_LANDING", env) or recorded.get("landing") or "data/small"
     return {
         "landing": str((root / landing).resolve()),
         "state_dir": state_dir,
-        "profile": params.get("profile") or env.get("CSCNN_PROFILE") or recorded.get("profile") or DEFAULT_PROFILE,
+        "profile": params.get("profile")
+        or settings.read("CSCNN_PROFILE", env)
+        or recorded.get("profile")
+        or DEFAULT_PROFILE,
     }
 
 

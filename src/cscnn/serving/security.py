@@ -28,10 +28,11 @@ import contextvars
 import hmac
 import json
 import logging
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterable
+
+from cscnn import settings
 
 ADMIN_TOKEN_ENV = "CSCNN_ADMIN_TOKEN"
 MIN_TOKEN_LENGTH = 16
@@ -52,7 +53,7 @@ def request_id() -> str:
 
 def admin_token(environ: dict[str, str] | None = None) -> str | None:
     """The configured admin token, or None (admin endpoints disabled) when unset or too short to be a secret."""
-    token = (os.environ if environ is None else environ).get(ADMIN_TOKEN_ENV, "").strip()
+    token = settings.read(ADMIN_TOKEN_ENV, environ) or ""
     if not token:
         return None
     if len(token) < MIN_TOKEN_LENGTH:

@@ -6,13 +6,13 @@ version into a `Ranker` (slow; only when the name changes).
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from cscnn import settings
 from cscnn.config import ServeConfig, load_config
 from cscnn.errors import CSCNNError
 from cscnn.files import UnsafeNameError, flat_name
@@ -93,12 +93,11 @@ class LocalSource:
 def serve_config_from_env(environ: Mapping[str, str] | None = None) -> ServeConfig:
     """The `serve` settings: profile `CSCNN_PROFILE` (default `settings.DEFAULT_PROFILE`), file `CSCNN_CONFIG`,
     and `CSCNN_SET` (space-separated `section.key=value` overrides, as `--set` on the command line)."""
-    env = os.environ if environ is None else environ
-    config_file = env.get("CSCNN_CONFIG")
+    config_file = settings.read("CSCNN_CONFIG", environ)
     cfg = load_config(
-        env.get("CSCNN_PROFILE", DEFAULT_PROFILE),
+        settings.read("CSCNN_PROFILE", environ) or DEFAULT_PROFILE,
         Path(config_file) if config_file else None,
-        shlex.split(env.get("CSCNN_SET", "")),
+        shlex.split(settings.read("CSCNN_SET", environ) or ""),
     )
     return cfg.serve
 
@@ -107,20 +106,20 @@ def source_from_env(serve: ServeConfig, environ: Mapping[str, str] | None = None
     """Local folders when `CSCNN_MODEL_DIR` is set (with `CSCNN_TABLE_DIR`, optional `CSCNN_CATALOG` and
     `CSCNN_IMAGES_DIR`); otherwise the registry of `CSCNN_STATE` / `MLFLOW_TRACKING_URI`: the version
     `CSCNN_MODEL_VERSION` when set (the pipeline's smoke check), else the alias `CSCNN_MODEL_ALIAS` (champion)."""
-    env = os.environ if environ is None else environ
-    if env.get("CSCNN_MODEL_DIR"):
-        if not env.get("CSCNN_TABLE_DIR"):
+    model_dir, table_dir = settings.read("CSCNN_MODEL_DIR", environ), settings.read("CSCNN_TABLE_DIR", environ)
+    if model_dir:
+        if not table_dir:
             raise CSCNNError("CSCNN_MODEL_DIR is set but CSCNN_TABLE_DIR is not: the model needs its embedding table")
-        catalog, images = env.get("CSCNN_CATALOG"), env.get("CSCNN_IMAGES_DIR")
+        catalog, images = settings.read("CSCNN_CATALOG", environ), settings.read("CSCNN_IMAGES_DIR", environ)
         return LocalSource(
-            Path(env["CSCNN_MODEL_DIR"]),
-            Path(env["CSCNN_TABLE_DIR"]),
+            Path(model_dir),
+            Path(table_dir),
             Path(catalog) if catalog else None,
             Path(images) if images else None,
         )
     return RegistrySource(
-        alias=env.get("CSCNN_MODEL_ALIAS", "champion"),
-        version=env.get("CSCNN_MODEL_VERSION") or None,
+        alias=settings.read("CSCNN_MODEL_ALIAS", environ),
+        version=settings.read("CSCNN_MODEL_VERSION", environ),
         name=serve.model_name,
-        state=State.from_env(env.get("CSCNN_STATE")),
+        state=State.from_env(settings.read("CSCNN_STATE", environ)),
     )

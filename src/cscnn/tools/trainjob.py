@@ -18,7 +18,6 @@ the job, and a job left behind would keep its pods, and on a timeout its GPUs.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from cscnn import cluster
+from cscnn import cluster, settings
 from cscnn.config import Config
 from cscnn.errors import RunFailure
 
@@ -209,7 +208,7 @@ def _pods() -> Pods:
 
 def namespace() -> str:
     """The namespace to create the job in: $CSCNN_NAMESPACE, else the pod's own (service account), else default."""
-    chosen = os.environ.get("CSCNN_NAMESPACE")
+    chosen = settings.read("CSCNN_NAMESPACE")
     if chosen:
         return chosen
     own = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
