@@ -29,7 +29,6 @@ from cscnn.errors import RunFailure
 
 LOCK_FILE = "cscnn.lock"
 WAIT_ENV = "CSCNN_LOCK_WAIT"
-DEFAULT_WAIT_S = 3600.0
 POLL_S = 0.25
 
 _held: dict[Path, int] = {}  # lock file -> nesting depth, for runs of this process (flock is not re-entrant per fd)
