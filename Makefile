@@ -33,12 +33,13 @@ model: venv
 	$(BIN)/cscnn evaluate --data $(DATA) --model $(RUN)/cscnn --out $(RUN)/metrics.json
 	$(BIN)/cscnn embed --data $(DATA) --model $(RUN)/cscnn --out $(RUN)/embeddings
 
+# All three tiers (tests/conftest.py) on two workers, one test file per worker at a time, the longest first.
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-# The inner loop: everything but the tests that start a real tool in a subprocess (marker `slow`).
+# The inner loop: tests/unit, the library in this process.
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 tests/unit
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks dags kfp_pipelines bento

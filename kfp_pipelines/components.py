@@ -6,7 +6,7 @@ inside and hands its arguments to `cscnn.daily.tasks.run(<its step>, ...)`, the 
 it runs the step inside `tasks.running(<its task name>, ...)`, which records the step in the day's status and,
 when it raises, `failed` (`rejected` for a data error) with the error. Every component takes the shared
 parameters `chain.SHARED_PARAMETERS` (day, profile, overrides, state_dir) after its own; the logic lives in
-the library, never here (tests/test_step_chain.py checks both). Small results travel as parameters, files and
+the library, never here (tests/unit/test_step_chain.py checks both). Small results travel as parameters, files and
 decisions as artifacts. The state folder (`state_dir`: MLflow's SQLite file, the data registry and its
 versioned world, status files) is a shared volume on a cluster and a local folder here. Branch conditions
 come from single return values (`Output`): kfp.local cannot resolve a condition on a field of a NamedTuple

@@ -168,7 +168,7 @@ class ServeConfig:
     keepalive_timeout_s: int = 5  # an idle keep-alive connection is closed after this
     # Open connections per worker; more are closed at once. A connection that is still sending its request holds
     # no in-flight slot (only its buffer, at most the body limit), so this is above any slow-client count that
-    # should leave ranking up (256, tests/test_serving_edge.py).
+    # should leave ranking up (256, tests/integration/test_serving_edge.py).
     max_connections: int = 512
     max_header_bytes: int = 65_536  # a request head (request line + headers) larger than this gets 431
 

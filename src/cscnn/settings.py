@@ -5,7 +5,7 @@ Standard library only (the DAG files import it at parse time through `cscnn.entr
 they disagree, so the CLI's help, the DAG's param and the docs name them from here. `ENVIRONMENT` lists every
 `CSCNN_*` variable the project reads, with its default, type and meaning; docs/settings.md shows it
 (`environment_table`), and a test fails when a variable is read that the table lacks, or the docs differ.
-`read(name)` is the one place the project reads them (tests/test_architecture.py fails on a read elsewhere):
+`read(name)` is the one place the project reads them (tests/unit/test_architecture.py fails on a read elsewhere):
 typed as the table says, with the table's fallback when unset, and a ConfigError naming the variable when its
 value is not of its type.
 """

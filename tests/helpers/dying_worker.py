@@ -1,6 +1,6 @@
 """A training worker whose rank 1 dies in its first step (`os._exit`): the fault the launcher must report.
 
-Run by tests/test_distributed.py through `cscnn.training.distributed.launch(..., module=...)`.
+Run by tests/integration/test_distributed.py through `cscnn.training.distributed.launch(..., module=...)`.
 """
 
 import os

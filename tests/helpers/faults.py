@@ -1,4 +1,4 @@
-"""Helper process for tests/test_faults.py: one run of `orchestration.run_day` whose pipeline is a stub.
+"""Helper process for tests/system/test_faults.py: one run of `orchestration.run_day` whose pipeline is a stub.
 
     python faults.py STATE LANDING DAY SECONDS OUT.json
 

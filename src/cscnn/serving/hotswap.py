@@ -10,12 +10,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cscnn.config import ServeConfig
 from cscnn.errors import CSCNNError
-from cscnn.serving.ranker import Ranker
 from cscnn.serving.schemas import RankRequest, RankResponse, ReloadResult, RequestError, ServedModel, request_model
 from cscnn.serving.sources import ModelSource
+
+if TYPE_CHECKING:  # torch comes with the first model, not with the module: `bentoml build` and the arbiter skip it
+    from cscnn.serving.ranker import Ranker
 
 log = logging.getLogger(__name__)
 

@@ -189,7 +189,7 @@ class FirstLayerShares:
     (0.31 of 0.86 ms at 200 candidates, the `small` model). An item whose inputs are not its catalogue row's
     (not in the catalogue, or described by the request) gets its share computed from its own x0. The sums run
     in another order than one matrix product: the scores agree to float32 rounding
-    (tests/test_serving.py)."""
+    (tests/integration/test_serving.py)."""
 
     ITEM_FEATURES = ("item_id", "category", "brand")
 

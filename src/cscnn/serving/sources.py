@@ -10,17 +10,18 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cscnn import settings
 from cscnn.config import ServeConfig, load_config
 from cscnn.errors import CSCNNError
 from cscnn.files import UnsafeNameError, flat_name
-from cscnn.serving.ranker import Ranker, load_ranker
 from cscnn.serving.schemas import ServedModel
 from cscnn.settings import DEFAULT_PROFILE
 from cscnn.state import State
-from cscnn.training.checkpoint import CARD_FILE
+
+if TYPE_CHECKING:  # torch comes with the first model (`load`), not with this module (`bentoml build` skips it)
+    from cscnn.serving.ranker import Ranker
 
 # A table tag becomes a cache folder and an artifact path (`cscnn.tools.model_registry.fetch`): plain names only.
 UnsafeTagError = UnsafeNameError
@@ -62,6 +63,8 @@ class RegistrySource:
         if ref.embeddings != target.embeddings:
             raise CSCNNError(f"version {target.version} changed its table while loading; retrying on the next poll")
         checkpoint_dir, table_dir = model_registry.fetch(ref, self.state)
+        from cscnn.serving.ranker import load_ranker
+
         return load_ranker(checkpoint_dir, table_dir, target)
 
 
@@ -80,6 +83,8 @@ class LocalSource:
     def resolve(self) -> ServedModel | None:
         import json
 
+        from cscnn.training.checkpoint import CARD_FILE
+
         card_file = Path(self.checkpoint_dir) / CARD_FILE
         if not card_file.is_file():
             return None
@@ -87,6 +92,8 @@ class LocalSource:
         return ServedModel(name="local", version=fingerprint, fingerprint=fingerprint, embeddings=str(self.table_dir))
 
     def load(self, target: ServedModel) -> Ranker:
+        from cscnn.serving.ranker import load_ranker
+
         return load_ranker(self.checkpoint_dir, self.table_dir, target, self.catalog, self.images_dir)
 
 

@@ -43,7 +43,7 @@ DAY_TAG = "day"  # the day a version was gated on: a run tag, also on the versio
 REGISTRATION_TAG = "registration"  # in_progress until the version is complete (see log_candidate)
 IN_PROGRESS, COMPLETE = "in_progress", "complete"
 # What the pyfunc imports (this package's checkpoint, models and image decoding), pinned at logging time; the
-# package itself travels as `code_paths`. tests/test_model_portability.py checks the list against the imports.
+# package itself travels as `code_paths`. tests/system/test_model_portability.py checks the list against the imports.
 PYFUNC_REQUIREMENTS = ("mlflow-skinny", "torch", "numpy", "pandas", "pyarrow", "pillow", "pyyaml", "tqdm")
 
 

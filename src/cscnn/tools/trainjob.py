@@ -1,7 +1,7 @@
 """Kubeflow Trainer: the daily train step as a `TrainJob` on a cluster (`trainer.kubeflow.org/v1alpha1`).
 
 Supported release: Kubeflow Trainer v2.3.0 (its TrainJob CRD serves v1alpha1; `runtimePatches`, which replaced
-`podTemplateOverrides` in v2.2, so releases before v2.2 refuse this job). tests/test_trainjob_schema.py checks
+`podTemplateOverrides` in v2.2, so releases before v2.2 refuse this job). tests/unit/test_trainjob_schema.py checks
 the rendered job against that release's CRD schema, committed in tests/schemas/.
 
 The job names the `torch-distributed` ClusterTrainingRuntime and says only what is specific to this run:

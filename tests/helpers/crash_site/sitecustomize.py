@@ -1,4 +1,4 @@
-"""Test hook for tests/test_faults.py: kill -9 a daily run at a chosen point.
+"""Test hook for tests/system/test_faults.py: kill -9 a daily run at a chosen point.
 
 Python imports `sitecustomize` at start-up from the first folder of its path that has one; tests put this folder
 on PYTHONPATH of a `cscnn daily run` they start in its own process group, and kfp.local's step subprocesses
