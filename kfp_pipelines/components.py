@@ -14,7 +14,7 @@ output.
 """
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Markdown, Metrics, Model, Output
 
 from cscnn.cluster import IMAGE  # the image the components run in on a cluster; kfp.local uses this venv
 
@@ -29,10 +29,12 @@ def validate(
     overrides: list,
     state_dir: str,
     report: Output[Artifact],
+    summary: Output[HTML],
     force_retrain: bool = False,
 ) -> None:
     """Great Expectations on the day's raw data; fails the run (listing every failed expectation) if bad.
-    A day the gate already decided is refused unless `force_retrain`, before anything is recorded."""
+    A day the gate already decided is refused unless `force_retrain`, before anything is recorded.
+    `summary`: the report as one HTML page for the KFP UI; `report`: the results and GX's data docs."""
     arguments = dict(locals())
     from cscnn.daily import tasks
 
@@ -82,8 +84,17 @@ def evaluate(
 
 
 @component
-def gate(evaluation: dict, day: str, profile: str, overrides: list, state_dir: str, decision: Output[Artifact]) -> bool:
-    """Floor, change against the champion and per-category checks. The decision is printed and saved."""
+def gate(
+    evaluation: dict,
+    day: str,
+    profile: str,
+    overrides: list,
+    state_dir: str,
+    decision: Output[Artifact],
+    summary: Output[Markdown],
+) -> bool:
+    """Floor, change against the champion and per-category checks. The decision is printed and saved (JSON),
+    and shown in the KFP UI as a Markdown table (`summary`)."""
     arguments = dict(locals())
     from cscnn.daily import tasks
 
@@ -102,8 +113,10 @@ def register(
     overrides: list,
     state_dir: str,
     work: Output[Artifact],
+    roc: Output[ClassificationMetrics],
 ) -> dict:
-    """MLflow run + registered version (alias `challenger`), whatever the gate said."""
+    """MLflow run + registered version (alias `challenger`), whatever the gate said. `roc`: the candidate's ROC
+    on the held-out day, for the KFP UI."""
     arguments = dict(locals())
     from cscnn.daily import tasks
 

@@ -2,7 +2,11 @@
 
 Every task has KFP's execution cache off (`shared`): each step writes outside its outputs (the day's record,
 the data registry, MLflow, the bento store), so a cached task would return yesterday's outputs and write
-nothing (kfp_pipelines/README.md "Caching"). Cluster concerns sit on the tasks: the embedding steps request a
+nothing (kfp_pipelines/README.md "Caching"). Each task requests the CPU and memory of its row in the step
+table (`cscnn.daily.chain.STEPS`) and retries as often as the row says, with a backoff: the steps that talk
+to a service or run on a GPU node (preemptible) retry; `validate` and `gate` do not (their failure is the
+answer). Every step is safe to run again (docs/architecture.md "One run at a time, and crash
+consistency"). Cluster concerns sit on the tasks: the embedding steps request a
 GPU (accelerator type and limit) and are pinned to GPU nodes with a node selector and a toleration
 (kfp-kubernetes). `kfp.local` ignores them with a warning; they are in the compiled YAML for a real cluster.
 """
@@ -22,7 +26,7 @@ from cscnn.cluster import (
     STATE_MOUNT,
     STATE_PVC,
 )
-from cscnn.daily.chain import SHARED_PARAMETERS
+from cscnn.daily.chain import SHARED_PARAMETERS, STEP
 from cscnn.settings import DEFAULT_PROFILE
 from kfp_pipelines import components as c
 
@@ -33,9 +37,17 @@ from kfp_pipelines import components as c
 # multi-node TrainJob's checkpoint. kfp.local ignores all three. The names are in cscnn.cluster.
 
 
+RETRY_BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+
+
 def shared(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    """Every task: no execution cache (its side effects are the point), the state volume, the endpoints."""
+    """Every task: no execution cache (its side effects are the point), its step's CPU and memory requests and
+    retries, the state volume, the endpoints."""
+    step = STEP[task.component_spec.name.replace("-", "_")]
     task.set_caching_options(enable_caching=False)
+    task.set_cpu_request(step.cpu).set_memory_request(step.memory)
+    if step.retries:
+        task.set_retry(num_retries=step.retries, **RETRY_BACKOFF)
     kubernetes.mount_pvc(task, pvc_name=STATE_PVC, mount_path=STATE_MOUNT)
     kubernetes.use_config_map_as_env(task, CONFIG_MAP, {key: key for key in CONFIG_ENV}, optional=True)
     kubernetes.use_secret_as_env(task, REMOTES_SECRET, {key: key for key in REMOTES_SECRET_ENV}, optional=True)

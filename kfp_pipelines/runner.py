@@ -68,7 +68,8 @@ def run_local(name: str, arguments: dict) -> dict:
         for category, message in LOCAL_RUNNER_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
         PIPELINES[name](**arguments)
-    return {"mode": "kfp.local", "pipeline": name, "pipeline_root": str(root), "seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    return {"mode": "kfp.local", "pipeline": name, "pipeline_root": str(root), "url": root.as_uri(), "seconds": seconds}
 
 
 def submit(name: str, arguments: dict, host: str, timeout_s: int) -> dict:
@@ -83,8 +84,15 @@ def submit(name: str, arguments: dict, host: str, timeout_s: int) -> dict:
         run_name=f"{name}-{arguments.get('day', '')}",
         enable_caching=False,
     )
+    url = run_url(host, run.run_id)
+    print(f"KFP run {run.run_id}: {url}", flush=True)  # in the Airflow task's log before the long wait
     detail = client.wait_for_run_completion(run.run_id, timeout=timeout_s)
     state = str(getattr(detail, "state", "") or "").upper()
     if state != "SUCCEEDED":
-        raise RuntimeError(f"KFP run {run.run_id} on {host} ended in state {state or 'unknown'}")
-    return {"mode": "kfp", "pipeline": name, "host": host, "run_id": run.run_id, "state": state}
+        raise RuntimeError(f"KFP run {run.run_id} on {host} ended in state {state or 'unknown'}: {url}")
+    return {"mode": "kfp", "pipeline": name, "host": host, "run_id": run.run_id, "url": url, "state": state}
+
+
+def run_url(host: str, run_id: str) -> str:
+    """The run's page in the KFP UI (the address `kfp.Client` itself prints for a new run)."""
+    return f"{host.rstrip('/')}/#/runs/details/{run_id}"

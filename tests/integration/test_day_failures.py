@@ -164,7 +164,7 @@ def test_config_loading_inside_a_component_is_recorded_too(tmp_path):
     with pytest.raises(ConfigError):
         components.gate.python_func(
             evaluation={}, day=DAY, profile="no-such-profile", overrides=[], state_dir=str(state.root),
-            decision=_artifact(tmp_path, "d"),
+            decision=_artifact(tmp_path, "d"), summary=_artifact(tmp_path, "s"),
         )  # fmt: skip
     record = status.read(state, DAY)
     assert (record.status, record.step, record.retryable) == (DayStatus.FAILED, "gate", False)

@@ -187,3 +187,14 @@ def test_cli_daily_run_skips_a_decided_day_like_the_dag(loop):
     assert "already decided" in result.output and "pass --force" in result.output
     assert json.loads(result.output[result.output.index("{") :])["status"] == "promoted"
     assert model_registry.list_versions(state) == before  # nothing ran
+
+
+def test_the_run_leaves_the_ui_artifacts_a_kfp_backend_shows(loop):
+    """What the KFP UI renders: the validation report (HTML), the gate decision (Markdown), the ROC
+    (ClassificationMetrics, in the task's executor output as KFP records it)."""
+    [run] = (loop["state"].root / "kfp-local" / DAYS[2]).iterdir()
+    assert "Validation of 2026-01-03: PASSED" in (run / "validate" / "summary").read_text()
+    assert (run / "gate" / "summary").read_text().startswith("Gate: **PASS**")
+    roc = json.loads((run / "register" / "executor_output.json").read_text())["artifacts"]["roc"]["artifacts"][0]
+    points = roc["metadata"]["confidenceMetrics"]
+    assert 2 < len(points) <= 101 and all(0 <= p["confidenceThreshold"] <= 1 for p in points)

@@ -112,3 +112,54 @@ def test_force_retrain_is_a_pipeline_parameter_the_first_step_reads():
     assert parameter["parameterType"] == "BOOLEAN" and parameter["defaultValue"] is False
     validate = spec["root"]["dag"]["tasks"][STEP["validate"].task]["inputs"]["parameters"]
     assert validate["force_retrain"] == {"componentInputParameter": "force_retrain"}
+
+
+def test_every_task_requests_its_steps_cpu_and_memory_and_retries_as_its_row_says():
+    """The step table's `cpu`, `memory` and `retries` are what a cluster gets: requests on every executor, a
+    retry policy with a backoff on each step whose failure can be transient, none on `validate` and `gate`."""
+    for name in PIPELINES:
+        spec = _spec(COMPILED_DIR / f"{name}.yaml")[0]
+        executors = spec["deploymentSpec"]["executors"]
+        for task_name, task in _tasks(spec).items():
+            if task_name.startswith("condition-"):
+                continue
+            step = STEP[task_name.replace("-", "_")]
+            resources = executors[f"exec-{step.task}"]["container"]["resources"]
+            assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"]) == (step.cpu, step.memory)
+            retry = task.get("retryPolicy")
+            if step.retries:
+                assert retry["maxRetryCount"] == step.retries and retry["backoffDuration"] == "60s", task_name
+            else:
+                assert retry is None, task_name
+    assert not STEP["validate"].retries and not STEP["gate"].retries  # a rejected day, a gate's own error
+
+
+def test_the_kfp_ui_gets_the_validation_report_the_gate_decision_and_the_roc():
+    spec = _spec(COMPILED_DIR / "daily.yaml")[0]
+
+    def outputs(step: str) -> dict[str, str]:
+        artifacts = spec["components"][f"comp-{STEP[step].task}"]["outputDefinitions"]["artifacts"]
+        return {name: a["artifactType"]["schemaTitle"] for name, a in artifacts.items()}
+
+    assert outputs("validate")["summary"] == "system.HTML"
+    assert outputs("gate")["summary"] == "system.Markdown"
+    assert outputs("register")["roc"] == "system.ClassificationMetrics"
+
+
+def test_the_reports_render_for_the_ui_with_the_clients_text_escaped(tmp_path):
+    from cscnn.tools.gate import Check, GateDecision
+    from cscnn.tools.validation import ValidationReport
+
+    failure = {"table": "impressions", "expectation": "values_in_set", "column": "click", "details": "<b>row 3</b>"}
+    stats = {"n_failed": 1, "n_expectations": 12, "rows": 40, "ctr": 0.1}
+    report = ValidationReport("2026-01-05", False, [failure], stats, tmp_path / "r.json", None, ["drift: no history"])
+    page = report.html()
+    assert "Validation of 2026-01-05: FAILED" in page and "1 of 12" in page and "skipped: drift: no history" in page
+    assert "&lt;b&gt;row 3&lt;/b&gt;" in page and "<b>row 3</b>" not in page
+    passed = ValidationReport("2026-01-04", True, [], stats | {"n_failed": 0}, tmp_path / "r.json", None).html()
+    assert "PASSED" in passed and "Failed expectations" not in passed
+
+    decision = GateDecision(False, [Check("auc_floor", False, "0.48 | floor 0.50"), Check("auc_change", None, "none")])
+    table = decision.markdown().splitlines()
+    assert table[0] == "Gate: **FAIL**: the champion stays"
+    assert table[4:] == ["| auc_floor | **fail** | 0.48 / floor 0.50 |", "| auc_change | skipped | none |"]

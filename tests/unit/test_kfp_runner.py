@@ -53,13 +53,16 @@ def test_with_a_host_the_compiled_yaml_is_submitted_and_awaited(fake_client, mon
         "pipeline": "daily",
         "host": "http://kfp.example:8888",
         "run_id": "run-123",
+        "url": "http://kfp.example:8888/#/runs/details/run-123",
         "state": "SUCCEEDED",
     }
 
 
 def test_a_failed_remote_run_raises_with_its_state(fake_client):
     fake_client.final_state = "FAILED"
-    with pytest.raises(RuntimeError, match=r"run-123 .* ended in state FAILED"):
+    with pytest.raises(
+        RuntimeError, match=r"run-123 .* ended in state FAILED: http://kfp.example:8888/#/runs/details/run-123"
+    ):
         run_pipeline("daily", ARGS, host="http://kfp.example:8888")
 
 

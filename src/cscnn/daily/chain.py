@@ -4,7 +4,8 @@ One row per step. A step has one name everywhere: its library function (`cscnn.d
 component (`kfp_pipelines.components.<name>`), its KFP task (`<name>` with hyphens, what the day's record
 names in `step`), and the rows of the docs' step table (docs/daily_loop.md, checked against `markdown_table`
 by a test). `status_field` is the `DayRecord` field the step fills in; `result` is the type its function
-returns (checked against the function's annotation by a test). Standard library only: the DAG files import
+returns (checked against the function's annotation by a test); `retries`, `cpu` and `memory` go on its task in
+the compiled pipeline (kfp_pipelines/daily.py `shared`). Standard library only: the DAG files import
 the status module at parse time, and the docs test reads this without the tools.
 """
 
@@ -25,6 +26,9 @@ class Step:
     branch: str  # when it runs: "always", "enough history", "gate passed", "gate failed"
     gpu: bool  # its task asks for a GPU node on a cluster
     decides: str  # what it decides / records, for the docs' table
+    retries: int  # KFP retries on a cluster: 0 where a failure is the answer (a rejected day, a gate's error)
+    cpu: str  # the task's CPU request on a cluster (a GPU node's steps are also limited, kfp_pipelines/daily.py)
+    memory: str  # the task's memory request on a cluster
 
     @property
     def task(self) -> str:
@@ -49,6 +53,9 @@ STEPS: tuple[Step, ...] = (
         branch="always",
         gpu=False,
         decides="Great Expectations on the landing day (never modified); a failing day is `rejected`, nothing trains",
+        retries=0,
+        cpu="1",
+        memory="2G",
     ),
     Step(
         name="version",
@@ -58,6 +65,9 @@ STEPS: tuple[Step, ...] = (
         branch="always",
         gpu=False,
         decides="DVC: the day joins the data registry and is pushed; too little history stops at `waiting_for_history`",
+        retries=2,
+        cpu="1",
+        memory="2G",
     ),
     Step(
         name="refresh_embeddings",
@@ -67,6 +77,9 @@ STEPS: tuple[Step, ...] = (
         branch="enough history",
         gpu=True,
         decides="the champion's CNN embeds the ads its table lacks; the extended table is attached to the champion",
+        retries=2,
+        cpu="4",
+        memory="16G",
     ),
     Step(
         name="train_candidate",
@@ -76,6 +89,9 @@ STEPS: tuple[Step, ...] = (
         branch="enough history",
         gpu=True,
         decides="a candidate on the rolling window before the held-out day (torchrun or a TrainJob)",
+        retries=1,
+        cpu="4",
+        memory="16G",
     ),
     Step(
         name="evaluate",
@@ -85,6 +101,9 @@ STEPS: tuple[Step, ...] = (
         branch="enough history",
         gpu=False,
         decides="candidate and champion on the same held-out day: AUC, logloss, per-category and cold-start AUC",
+        retries=2,
+        cpu="2",
+        memory="4G",
     ),
     Step(
         name="gate",
@@ -94,6 +113,9 @@ STEPS: tuple[Step, ...] = (
         branch="enough history",
         gpu=False,
         decides="AUC floor, no large drop against the champion, no large per-category drop",
+        retries=0,
+        cpu="500m",
+        memory="1G",
     ),
     Step(
         name="register",
@@ -103,6 +125,9 @@ STEPS: tuple[Step, ...] = (
         branch="enough history",
         gpu=False,
         decides="one MLflow run and a registered version with the alias `challenger`, whatever the gate said",
+        retries=2,
+        cpu="1",
+        memory="4G",
     ),
     Step(
         name="publish_table",
@@ -112,6 +137,9 @@ STEPS: tuple[Step, ...] = (
         branch="gate passed",
         gpu=True,
         decides="the new CNN embeds the whole catalogue; the table is logged with the version",
+        retries=2,
+        cpu="4",
+        memory="16G",
     ),
     Step(
         name="package",
@@ -121,6 +149,9 @@ STEPS: tuple[Step, ...] = (
         branch="gate passed",
         gpu=False,
         decides="the ranking service's bento is built and served with this version, and must answer a canned request",
+        retries=2,
+        cpu="2",
+        memory="4G",
     ),
     Step(
         name="promote",
@@ -130,6 +161,9 @@ STEPS: tuple[Step, ...] = (
         branch="gate passed",
         gpu=False,
         decides="the alias `champion` moves (status `promoted`); the running service picks it up without downtime",
+        retries=2,
+        cpu="500m",
+        memory="1G",
     ),
     Step(
         name="keep_champion",
@@ -139,6 +173,9 @@ STEPS: tuple[Step, ...] = (
         branch="gate failed",
         gpu=False,
         decides="the gate said no: status `not_promoted`, `champion` stays where it was",
+        retries=2,
+        cpu="500m",
+        memory="1G",
     ),
 )
 

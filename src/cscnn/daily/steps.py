@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from cscnn.tools.validation import ValidationReport
     from cscnn.training.checkpoint import CheckpointCard
 
+ROC_POINTS_FILE = "reports/roc.json"  # in register's work folder: the candidate's ROC, for the KFP UI and MLflow
+
 
 class DataValidationError(DataContractError):
     """The day's data failed validation: the run stops before anything trains (a data error: not retried)."""
@@ -300,7 +302,7 @@ def register(
     work = Path(work)
     cand, champ = evaluation.candidate, evaluation.champion
     pictures = work / "pictures"
-    plots.roc_curve_png(Path(candidate_dir), world, day, pictures / "roc_curve.png")
+    plots.roc_curve_png(Path(candidate_dir), world, day, pictures / "roc_curve.png", points=work / ROC_POINTS_FILE)
     plots.category_auc_png(cand, champ, pictures / "per_category_auc.png")
     attention_plots.attention_png(Path(candidate_dir), world, pictures / "attention_heatmaps.png")
     write_json(work / "reports" / "evaluation.json", evaluation.to_dict())

@@ -84,8 +84,9 @@ def _decision(artifact: Any):
     return GateDecision.from_dict(_read_json(artifact))
 
 
-def _validate(day: str, cfg: Config, state: State, landing: str, report: Any) -> None:
-    steps.validate(Path(landing), day, cfg, state, Path(report.path))
+def _validate(day: str, cfg: Config, state: State, landing: str, report: Any, summary: Any) -> None:
+    result = steps.validate(Path(landing), day, cfg, state, Path(report.path))
+    Path(summary.path).write_text(result.html())
 
 
 def _version(day: str, cfg: Config, state: State, landing: str, data_version: Any) -> bool:
@@ -112,16 +113,17 @@ def _evaluate(day: str, cfg: Config, state: State, candidate: Any, metrics: Any)
     return evaluation.to_dict()
 
 
-def _gate(day: str, cfg: Config, state: State, evaluation: dict, decision: Any) -> bool:
+def _gate(day: str, cfg: Config, state: State, evaluation: dict, decision: Any, summary: Any) -> bool:
     result = steps.gate(Evaluation.from_dict(evaluation), day, cfg, state)
     Path(decision.path).write_text(json.dumps(result.to_dict(), indent=2))
+    Path(summary.path).write_text(result.markdown())
     decision.metadata.update({"passed": result.passed, "reasons": result.reasons})
     return bool(result.passed)
 
 
 def _register(
     day: str, cfg: Config, state: State, candidate: Any, validation: Any, data_version: Any, decision: Any,
-    evaluation: dict, work: Any,
+    evaluation: dict, work: Any, roc: Any,
 ) -> dict:  # fmt: skip
     ref = steps.register(
         Path(candidate.path),
@@ -134,6 +136,9 @@ def _register(
         state,
         Path(work.path),
     )
+    curve = json.loads((Path(work.path) / steps.ROC_POINTS_FILE).read_text())
+    if curve["fpr"]:  # one class only on the held-out day: no curve
+        roc.log_roc_curve(curve["fpr"], curve["tpr"], curve["threshold"])
     return ref.to_dict()
 
 

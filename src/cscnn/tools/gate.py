@@ -42,6 +42,13 @@ class GateDecision:
         marks = {True: "ok  ", False: "FAIL", None: "skip"}
         return "\n".join([f"gate {verdict}"] + [f"  [{marks[c.passed]}] {c.name}: {c.detail}" for c in self.checks])
 
+    def markdown(self) -> str:
+        """The decision as a Markdown table (the KFP UI shows it as the `gate` task's Markdown output)."""
+        verdict = "**PASS**: promote the candidate" if self.passed else "**FAIL**: the champion stays"
+        marks = {True: "pass", False: "**fail**", None: "skipped"}
+        rows = [f"| {c.name} | {marks[c.passed]} | {c.detail.replace('|', '/')} |" for c in self.checks]
+        return "\n".join([f"Gate: {verdict}", "", "| check | result | detail |", "|---|---|---|", *rows]) + "\n"
+
     def to_dict(self) -> dict:
         return {**asdict(self), "reasons": self.reasons}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,12 @@ def pyplot():
     return plt
 
 
-def roc_curve_png(model_dir: Path, world: World, day: str, out: Path) -> Path:
+ROC_POINTS = 101  # what `points` keeps of the curve: enough to draw it, small enough for a KFP UI artifact
+
+
+def roc_curve_png(model_dir: Path, world: World, day: str, out: Path, points: Path | None = None) -> Path:
+    """The candidate's ROC on `day` as a picture; with `points`, its curve as JSON too ({"fpr", "tpr",
+    "threshold"}, at most ROC_POINTS points, thresholds within [0, 1]; empty lists with one class only)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     model, encoder, cfg, _ = load_checkpoint(model_dir)
@@ -33,9 +39,19 @@ def roc_curve_png(model_dir: Path, world: World, day: str, out: Path) -> Path:
     labels, probs = scores["label"], scores["prob"]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    curve: dict[str, list[float]] = {"fpr": [], "tpr": [], "threshold": []}
     if len(set(labels)) == 2:
-        fpr, tpr, _ = roc_curve(labels, probs)
+        fpr, tpr, threshold = roc_curve(labels, probs)
         ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(labels, probs):.4f}")
+        keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), ROC_POINTS)).round().astype(int))
+        curve = {
+            "fpr": fpr[keep].tolist(),
+            "tpr": tpr[keep].tolist(),
+            "threshold": np.clip(threshold[keep], 0.0, 1.0).tolist(),  # sklearn's first threshold is inf
+        }
+    if points is not None:
+        Path(points).parent.mkdir(parents=True, exist_ok=True)
+        Path(points).write_text(json.dumps(curve))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC on {day}")
     ax.legend(loc="lower right")

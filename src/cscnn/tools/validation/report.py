@@ -19,6 +19,7 @@ import pandas as pd
 
 RESULT_FILE = "validation.json"
 SHOW_UNEXPECTED = 5  # unexpected values the human-readable details show per failed expectation
+FAILURE_KEYS = ("table", "expectation", "column", "details")  # of each failed expectation
 
 
 @dataclass
@@ -50,6 +51,33 @@ class ValidationReport:
         if self.docs_path is not None:
             lines.append(f"  data docs: {self.docs_path}")
         return "\n".join(lines)
+
+    def html(self) -> str:
+        """The report as one self-contained page (the KFP UI shows it as the `validate` task's HTML output):
+        the verdict, the day's statistics, every failed expectation and every skipped check."""
+        from html import escape
+
+        stats = self.statistics
+        verdict = "PASSED" if self.success else "FAILED"
+        facts = {
+            "expectations failed": f"{stats.get('n_failed', 0)} of {stats.get('n_expectations', 0)}",
+            "rows": stats.get("rows"),
+            "CTR": _fmt(stats.get("ctr")),
+            "category KL divergence": _fmt(stats.get("drift", {}).get("kl_divergence")),
+        }
+        rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts.items())
+        failures = "".join(
+            "<tr>" + "".join(f"<td>{escape(str(f.get(key) or ''))}</td>" for key in FAILURE_KEYS) + "</tr>"
+            for f in self.failures
+        )
+        head = "".join(f"<th>{key}</th>" for key in FAILURE_KEYS)
+        parts = [
+            f"<!doctype html><meta charset='utf-8'><title>validation {escape(self.day)}</title>",
+            f"<h2>Validation of {escape(self.day)}: {verdict}</h2><table>{rows}</table>",
+            f"<h3>Failed expectations</h3><table><tr>{head}</tr>{failures}</table>" if failures else "",
+            "".join(f"<p>skipped: {escape(reason)}</p>" for reason in self.skipped),
+        ]
+        return "\n".join(part for part in parts if part) + "\n"
 
     def to_dict(self) -> dict:
         out = asdict(self)
