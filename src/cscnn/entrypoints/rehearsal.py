@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cscnn.errors import RunFailure
 
@@ -49,6 +50,7 @@ class Services:
     mlflow: str
     git_remote: str
     mlflow_backend: str = ""  # what MLflow's backend store is (the server's `select version()`)
+    backend_uri: str = ""  # MLflow's database in that PostgreSQL (SQLAlchemy URL, Unix socket)
 
     def env(self, profile: str) -> dict[str, str]:
         base = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
@@ -165,7 +167,27 @@ def services(work: Path) -> Iterator[Services]:
         ]
         mlflow_env = env | {"MLFLOW_S3_ENDPOINT_URL": s3, "MLFLOW_DISABLE_TELEMETRY": "true"}
         with _process(server, mlflow_env, logs / "mlflow.log", f"{tracking}/health", "mlflow server"):
-            yield Services(s3, tracking, git_remote.as_uri(), mlflow_backend=version)
+            yield Services(s3, tracking, git_remote.as_uri(), mlflow_backend=version, backend_uri=backend)
+
+
+def backend_rows(svc: Services) -> dict[str, Any]:
+    """What the days wrote through the tracking server, read back from PostgreSQL's own tables with SQL: the
+    runs, and per registered model its versions and aliases."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(svc.backend_uri)
+    try:
+        with engine.connect() as db:
+            runs = db.execute(sqlalchemy.text("SELECT count(*) FROM runs")).scalar()
+            versions = db.execute(sqlalchemy.text("SELECT name, version FROM model_versions")).all()
+            aliases = db.execute(sqlalchemy.text("SELECT name, alias, version FROM registered_model_aliases")).all()
+    finally:
+        engine.dispose()
+    return {
+        "runs": runs,
+        "versions": sorted(f"{name}/{version}" for name, version in versions),
+        "aliases": {f"{name}@{alias}": str(version) for name, alias, version in aliases},
+    }
 
 
 def _cscnn() -> str:
@@ -215,6 +237,7 @@ def decisions(days: list[str]) -> list[dict]:
                 "status": str(record.status) if record.status else None,
                 "gate_passed": record.gate_passed,
                 "candidate_auc": gate.get("candidate_auc"),
+                "candidate_version": record.candidate_version,
                 "champion": record.champion,
                 "error": record.error,
             }
@@ -281,6 +304,7 @@ def run_rehearsal(work: Path, profile: str = "tiny", n_days: int = 3) -> dict:
             "s3": svc.s3,
             "mlflow": svc.mlflow,
             "mlflow_backend": svc.mlflow_backend,
+            "mlflow_backend_rows": backend_rows(svc),
             "git_remote": svc.git_remote,
         }
     result["cluster_seconds"] = round(time.perf_counter() - started, 1)
