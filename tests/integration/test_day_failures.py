@@ -192,6 +192,7 @@ def test_a_step_killed_without_recording_reads_as_interrupted_and_the_run_record
         reported
     ) and "failed step: train-candidate" in status.format_record(reported)
     assert faults.as_reported(status.read(state, DAY)) == reported  # reading does not write
+    assert faults.reported(state, DAY) == reported  # what every reader gets (tests/unit/test_day_status.py)
 
     failure = orchestration.run_failure(state, DAY, before, RuntimeError("Task 'train-candidate' finished: FAILURE"))
     assert isinstance(failure, RuntimeError) and "train-candidate" in str(failure)

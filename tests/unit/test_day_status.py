@@ -1,5 +1,8 @@
 """The day status (`cscnn.daily.status`): the record operators, the Airflow report task and the demo read."""
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from cscnn.daily.status import DayRecord, DayStatus, mark, read
@@ -52,3 +55,45 @@ def test_the_pipeline_refuses_a_decided_day_unless_forced_and_records_nothing(tm
         refuse_decided("2026-01-03", str(tmp_path), force_retrain=False)
     refuse_decided("2026-01-03", str(tmp_path), force_retrain=True)
     assert state.day_status_file("2026-01-03").read_text() == before
+
+
+# The writers of a day's record read it raw; everything else reads it through `faults.reported`, so that a
+# step whose process was killed reads as interrupted wherever the record is shown or decided on.
+RAW_READERS = {"src/cscnn/daily/status.py", "src/cscnn/daily/faults.py", "src/cscnn/daily/steps.py"}
+
+
+def _raw_reads(path: Path) -> list[int]:
+    tree = ast.parse(path.read_text())
+    names = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "cscnn.daily.status"
+        for alias in node.names
+        if alias.name == "read"
+    }
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        status_read = (
+            isinstance(func, ast.Attribute) and func.attr == "read" and getattr(func.value, "id", "") == "status"
+        )
+        if status_read or (isinstance(func, ast.Name) and func.id in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_every_reader_but_the_writers_reads_the_record_as_reported(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    files = [p for folder in ("src", "dags", "bento", "kfp_pipelines") for p in (root / folder).rglob("*.py")]
+    raw = {
+        f"{path.relative_to(root)}:{line}"
+        for path in files
+        if path.relative_to(root).as_posix() not in RAW_READERS
+        for line in _raw_reads(path)
+    }
+    assert raw == set(), "read the day's record with cscnn.daily.faults.reported (a killed step reads as interrupted)"
+    probe = tmp_path / "probe.py"  # the check sees both spellings of a raw read
+    probe.write_text("from cscnn.daily.status import read as r\nr(s, d)\nstatus.read(s, d)\nfaults.reported(s, d)\n")
+    assert _raw_reads(probe) == [2, 3]

@@ -98,6 +98,12 @@ def interrupted(record: DayRecord) -> str | None:
     return None
 
 
+def reported(state: State, day: str) -> DayRecord:
+    """The day's record as every reader sees it (operators, the skip and order rules, reports): `read`, then
+    `as_reported`. Only the writers (`status.mark`, `failing_step`) read the raw record."""
+    return as_reported(read(state, day))
+
+
 def as_reported(record: DayRecord) -> DayRecord:
     """The record as operators should read it: an interrupted step makes the day `failed` (a decided day keeps
     its decision) with the step and why; anything else as recorded."""

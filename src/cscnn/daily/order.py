@@ -18,7 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cscnn.config import Config
-from cscnn.daily.status import DayStatus, read
+from cscnn.daily.faults import reported
+from cscnn.daily.status import DayStatus
 from cscnn.data.io import list_days
 from cscnn.errors import RunFailure
 from cscnn.state import State
@@ -48,7 +49,7 @@ def check_predecessors(landing: Path, day: str, cfg: Config, state: State) -> No
     for earlier in sorted((d for d in list_days(Path(landing)) if versioned[0] <= d < day), reverse=True):
         if earlier in versioned:
             return
-        record = read(state, earlier)
+        record = reported(state, earlier)
         if record.status == DayStatus.REJECTED:
             continue
         raise OutOfOrder(

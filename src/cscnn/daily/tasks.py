@@ -18,9 +18,9 @@ from typing import Any
 
 from cscnn.config import Config
 from cscnn.daily import chain, steps
-from cscnn.daily.faults import failing_step
+from cscnn.daily.faults import failing_step, reported
 from cscnn.daily.results import Evaluation
-from cscnn.daily.status import read, skip_reason
+from cscnn.daily.status import skip_reason
 from cscnn.errors import CSCNNError
 from cscnn.state import State, check_cluster_settings
 from cscnn.variants import check_servable
@@ -45,7 +45,7 @@ def refuse_decided(day: str, state_dir: str, force_retrain: bool) -> None:
     """The skip rule of `orchestration.run_day` inside the pipeline, for a run submitted straight to a KFP
     backend: a decided day raises DayAlreadyDecided, before any step records anything."""
     check_cluster_settings()
-    reason = skip_reason(read(State.from_env(state_dir or None), day), force_retrain)
+    reason = skip_reason(reported(State.from_env(state_dir or None), day), force_retrain)
     if reason:
         raise DayAlreadyDecided(f"{reason}: run the pipeline with force_retrain=true to train it again")
 

@@ -24,7 +24,7 @@ def _rule(title: str) -> None:
 
 
 def run_demo(landing: Path, profile: str = "demo", state: State | None = None, serve: bool = True) -> int:
-    from cscnn.daily import status
+    from cscnn.daily import faults, status
     from cscnn.data.io import list_days
     from cscnn.data.synth import generate_world
     from cscnn.entrypoints import airflow_setup
@@ -50,7 +50,7 @@ def run_demo(landing: Path, profile: str = "demo", state: State | None = None, s
         day_started = time.perf_counter()
         conf = {"landing": str(landing), "profile": profile}
         codes[day] = airflow_setup.run_dag(airflow_setup.DAILY_DAG, day, conf, state, log_file=log_file)
-        record = status.read(state, day)
+        record = faults.reported(state, day)
         print(
             f"{day}: {'ok    ' if codes[day] == 0 else 'FAILED'} {record.status or '-':<20} "
             f"{time.perf_counter() - day_started:5.0f} s   log: {log_file}",
@@ -59,7 +59,7 @@ def run_demo(landing: Path, profile: str = "demo", state: State | None = None, s
         if record.status == status.DayStatus.REJECTED:
             for failure in record.failures:
                 print(f"    failed expectation {failure['table']}.{failure['expectation']}: {failure['details']}")
-    records = {day: status.read(state, day) for day in days}
+    records = {day: faults.reported(state, day) for day in days}
 
     _rule("4. what the daily runs decided")
     print(decisions_table(records, codes))

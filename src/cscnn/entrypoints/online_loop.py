@@ -23,7 +23,7 @@ from cscnn.state import State
 
 
 def run_loop(work: Path, profile: str = "demo", history: int = 3, overrides: list[str] | None = None) -> list[dict]:
-    from cscnn.daily import status
+    from cscnn.daily import faults
     from cscnn.data import schema
     from cscnn.data.io import list_days
     from cscnn.data.synth import generate_world
@@ -59,7 +59,7 @@ def run_loop(work: Path, profile: str = "demo", history: int = 3, overrides: lis
             state,
             log_file=state.root / "logs" / f"cscnn_daily-{day}.log",
         )
-        record = status.read(state, day)
+        record = faults.reported(state, day)
         served = _summary(work / "served" / day) if i >= history else None  # this run's, or an earlier run's
         rows.append(_row(day, i < history, served, code, record, time.perf_counter() - started))
         print(_line(rows[-1]), flush=True)

@@ -252,6 +252,7 @@ def run_day(pipeline: str, arguments: dict[str, Any], force: bool = False, skip_
     for any other failure.
     """
     from cscnn.config import load_config
+    from cscnn.daily import faults
     from cscnn.errors import ConfigError
     from kfp_pipelines.runner import run_pipeline
 
@@ -261,7 +262,7 @@ def run_day(pipeline: str, arguments: dict[str, Any], force: bool = False, skip_
         load_config(arguments["profile"], overrides=arguments.get("overrides", []))
     except ConfigError as exc:
         raise NotRetryable(f"bad configuration (not retried): {exc}") from exc
-    before = status.read(state, day)
+    before = faults.reported(state, day)
     reason = status.skip_reason(before, force)
     if reason:
         print(f"skipped: {reason}" + (f"; {skip_hint}" if skip_hint else ""), flush=True)
@@ -306,7 +307,7 @@ def print_record(trigger: Mapping[str, Any]) -> dict[str, Any]:
     arguments = trigger["arguments"]
     from cscnn.daily import faults
 
-    record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
+    record = faults.reported(State.from_env(arguments["state_dir"]), arguments["day"])
     print(status.format_record(record), flush=True)
     return status.summary(record)
 
@@ -352,7 +353,7 @@ def outcome(
         return {"day": params.get("day") or ds, "status": None, "outcome": " ".join(message.split())}, message
     from cscnn.daily import faults
 
-    record = faults.as_reported(status.read(State.from_env(arguments["state_dir"]), arguments["day"]))
+    record = faults.reported(State.from_env(arguments["state_dir"]), arguments["day"])
     text = status.format_record(record)
     print(text, flush=True)
     line = " | ".join(line.strip() for line in text.splitlines())

@@ -224,12 +224,12 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 
 def decisions(days: list[str]) -> list[dict]:
     """What the day status store (of the current environment) says about each day."""
-    from cscnn.daily import status
+    from cscnn.daily import faults
     from cscnn.state import State
 
     rows = []
     for day in days:
-        record = status.read(State.from_env(), day)
+        record = faults.reported(State.from_env(), day)
         gate = record.gate or {}
         rows.append(
             {

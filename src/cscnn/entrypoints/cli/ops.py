@@ -80,7 +80,7 @@ def daily_run(
     """Run the pipeline for one day, as the Airflow DAG does: kfp.local, or the KFP host in $KFP_HOST.
     The day's record is printed either way; exit code 3 when validation rejected the day, 4 when the gate kept
     the champion, 2 for a bad config or a day that has not landed, 1 when a step failed (0 for a skipped day)."""
-    from cscnn.daily import status
+    from cscnn.daily import faults, status
     from cscnn.entrypoints import orchestration
     from cscnn.state import State, handed_over
 
@@ -95,14 +95,14 @@ def daily_run(
         ran = orchestration.run_day(pipeline, arguments, force, "pass --force to run it again")
     except (orchestration.NotRetryable, RuntimeError) as exc:  # rejected data, a failed step, bad config
         typer.secho(f"pipeline failed: {exc}", fg=typer.colors.RED, err=True)
-        print_json(status.read(st, day).to_dict())
+        print_json(faults.reported(st, day).to_dict())
         if isinstance(exc, orchestration.DayRejected):
             raise typer.Exit(code=ExitCode.REJECTED) from None
         code = ExitCode.USAGE if isinstance(exc, orchestration.NotRetryable) else ExitCode.FAILED
         raise typer.Exit(code=code) from None
     except (CSCNNError, ValueError) as exc:
         fail(exc)
-    record = status.read(st, day)
+    record = faults.reported(st, day)
     print_json(record.to_dict())
     if "run" in ran and record.status == status.DayStatus.NOT_PROMOTED:
         raise typer.Exit(code=ExitCode.NOT_PROMOTED)
@@ -113,10 +113,10 @@ def daily_status(day: Annotated[str, typer.Option(help="Day (YYYY-MM-DD).")], st
     """What the daily run decided for a day (validation, data version, gate, model versions) as JSON; when its
     last run failed, also one line on stderr: the step, the error and whether a retry can help. A step whose
     process is gone without recording an outcome reads as failed (interrupted)."""
-    from cscnn.daily import faults, status
+    from cscnn.daily import faults
     from cscnn.state import State
 
-    record = faults.as_reported(status.read(State.from_env(state), day))
+    record = faults.reported(State.from_env(state), day)
     print_json(record.to_dict())
     line = faults.failure_line(record)
     if line:
