@@ -122,6 +122,9 @@ class TrainConfig:
     image_cache_items: int = 20_000  # decoded images kept (least recently used out); 64 px: 12 KB each
     # The data path (docs/training.md, "Feeding the step"): decode once, assemble batches ahead of the step.
     decode_once: bool = True  # images decoded once per catalogue version into a mapped store (no cache above)
+    # The training days read, validated and encoded once per training, in the vocabulary pass, into local
+    # temporary files that every epoch reads back (cscnn.training.encoded_days); false: every epoch re-reads them.
+    encode_once: bool = True
     image_store_dir: str = ""  # where the stores live; "": a node-local temp folder (cscnn.data.image_store)
     image_store_keep: int = 4  # stores kept there (most recently used); older catalogue versions are removed
     # Batches assembled ahead by a background thread (bounded queue); 0: inline; -1 (auto): 4 on CUDA, inline

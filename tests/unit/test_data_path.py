@@ -126,3 +126,38 @@ def test_gathered_images_answer_other_rows_from_the_source(tiny_with, tiny_world
     other = torch.tensor([3, 4, 5])
     torch.testing.assert_close(gathered.fetch(other)[0], prepared.bank.fetch(other)[0])
     assert len(gathered) == len(prepared.bank)
+
+
+def test_days_encoded_once_yield_the_vocabularies_and_batches_of_reading_them_every_epoch(tiny_world, tmp_path):
+    """`train.encode_once` changes where an epoch's chunks come from, not what they hold: the same vocabularies
+    as the separate fit pass, and the same batches (images included) epoch after epoch; its files go when the
+    preparation is closed."""
+    world = open_world(tiny_world)
+    once, every = _epochs(world, "true", tmp_path), _epochs(world, "false", tmp_path)
+    assert once[0].encoder.to_dict() == every[0].encoder.to_dict()
+    assert len(once[1]) == len(every[1]) > 4
+    for (rows_a, a, img_a), (rows_b, b, img_b) in zip(once[1], every[1], strict=True):
+        assert rows_a == rows_b
+        for name in ("sparse", "dense", "item_row", "label"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name))
+        torch.testing.assert_close(img_a.images, img_b.images)
+    folder = once[0].encoded.folder
+    assert folder.is_dir() and every[0].encoded is None
+    once[0].encoded.close()
+    assert not folder.exists()
+
+
+def _epochs(world, encode_once: str, tmp_path) -> tuple:
+    """A preparation and two epochs of its batches, with chunks smaller than a day and a buffer smaller than
+    the data (so chunk boundaries and the shuffle's carry-over both matter)."""
+    cfg = load_config(
+        "tiny",
+        overrides=[f"train.encode_once={encode_once}", "train.shuffle_buffer_rows=300", "train.chunk_rows=70",
+                   "train.prefetch_batches=0", f"train.image_store_dir={tmp_path}"],
+    )  # fmt: skip
+    prepared = prepare(world, cfg)
+    model = build_model(cfg, prepared.encoder)
+    rng = seed_everything(cfg.train.seed)
+    run = Run(cfg, prepared, model, model, make_optimizer(model, cfg), torch.device("cpu"), distributed.Ranks(), rng)
+    run.dropout = ItemIdDropout(cfg.train)
+    return prepared, list(assembled_batches(run)) + list(assembled_batches(run))

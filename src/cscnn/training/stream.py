@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from cscnn.data.io import World
+from cscnn.training.encoded_days import EncodedDays
 from cscnn.training.features import EncodedSplit, FeatureEncoder, encode, feature_frame
 
 
@@ -41,15 +42,23 @@ def shuffled_batches(
     buffer_rows: int,
     chunk_rows: int,
     rng: np.random.Generator,
+    encoded: EncodedDays | None = None,
 ) -> Iterator[EncodedSplit]:
     """Global batches of `batch_size` rows (the last one may be smaller) in a seeded, buffer-shuffled order.
+    `encoded`: these days already encoded with `encoder` (`train.encode_once`), read back instead of the
+    Parquet days; the same chunks, so the same batches.
 
     Memory: at most `buffer_rows + batch_size + chunk_rows` encoded rows at a time, whatever the number of days.
     """
     order = [days[i] for i in rng.permutation(len(days))]
+    chunks = (
+        (chunk for day in order for chunk in encoded.chunks(day))
+        if encoded is not None
+        else encoded_chunks(world, order, encoder, chunk_rows)
+    )
     pending: list[EncodedSplit] = []
     held = 0
-    for chunk in encoded_chunks(world, order, encoder, chunk_rows):
+    for chunk in chunks:
         pending.append(chunk)
         held += len(chunk)
         if held >= buffer_rows + batch_size:

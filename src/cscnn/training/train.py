@@ -24,6 +24,7 @@ from cscnn.training import distributed
 from cscnn.training.allocator import reuse_freed_memory
 from cscnn.training.checkpoint import build_model, read_card, save_checkpoint
 from cscnn.training.diagnostics import signal_scale
+from cscnn.training.encoded_days import EncodedDays, encode_days
 from cscnn.training.features import (
     AttributeBank,
     CachedImages,
@@ -59,15 +60,16 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 @dataclass
 class Prepared:
-    """What a run needs from a world before it reads any impression: the day split, the vocabularies (one
-    streaming pass over the training days) and the image source (the decoded store, or a bounded cache); the
-    diagnostic `attributes` variant reads `attributes` instead of images."""
+    """What a run needs from a world before its first step: the day split, the vocabularies (one streaming
+    pass over the training days, which also encodes them once: `encoded`) and the image source (the decoded
+    store, or a bounded cache); the diagnostic `attributes` variant reads `attributes` instead of images."""
 
     world: World
     split: DaySplit
     encoder: FeatureEncoder
     bank: StoredImages | CachedImages | None  # None for the no-image variant: its images are never decoded
     attributes: AttributeBank | None = None
+    encoded: EncodedDays | None = None  # the training days encoded once (`train.encode_once`)
 
     def source_for(self, variant: Variant) -> ImageSource | None:
         """What `variant`'s visual part reads from this split (None: it has none)."""
@@ -80,13 +82,17 @@ def prepare(world: World, cfg: Config, images: bool = True, attributes: bool = F
     """`images`: open the image source (`image_source`); `attributes`: read the world's true attributes (the
     diagnostic variant; the encoder then records their names)."""
     split = split_days(world.days, cfg.train.val_days, cfg.train.test_days, cfg.train.window_days)
-    encoder = fit_encoder(world, split.train, cfg.train.chunk_rows)
+    encoded = None
+    if cfg.train.encode_once:
+        encoder, encoded = encode_days(world, split.train, cfg.train.chunk_rows)
+    else:
+        encoder = fit_encoder(world, split.train, cfg.train.chunk_rows)
     bank = image_source(world, encoder, cfg) if images else None
     truth = None
     if attributes:
         truth = AttributeBank(world, encoder)
         encoder.attributes = truth.names
-    return Prepared(world, split, encoder, bank, truth)
+    return Prepared(world, split, encoder, bank, truth, encoded)
 
 
 def prepare_for(world: World, cfg: Config, variants: list[str]) -> Prepared:
@@ -207,6 +213,7 @@ def assembled_batches(run: Run) -> Iterator[tuple[int, Batch, ImageSource | None
             cfg.train.shuffle_buffer_rows,
             cfg.train.chunk_rows,
             run.rng,
+            prepared.encoded,
         )
         for global_batch in batches:
             global_batch = run.dropout(global_batch) if run.dropout else global_batch
