@@ -107,9 +107,9 @@ def demo_request(state: State) -> int:
 
     from cscnn.data.io import open_world
     from cscnn.errors import CSCNNError
-    from cscnn.tools import packaging, registry
+    from cscnn.tools import model_registry, packaging
 
-    champion = registry.resolve(registry.CHAMPION, state)
+    champion = model_registry.resolve(model_registry.CHAMPION, state)
     if champion is None:
         print("no champion: nothing to serve")
         return 1
