@@ -14,7 +14,7 @@ RUN ?= artifacts/$(PROFILE)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: venv demo model test test-fast lint compare results online-loop online-ab rehearsal bench clean
+.PHONY: venv demo model lock test test-fast lint compare results online-loop online-ab rehearsal bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ model: venv
 	$(BIN)/cscnn train --data $(DATA) --profile $(PROFILE) --variant cscnn --out $(RUN)/cscnn
 	$(BIN)/cscnn evaluate --data $(DATA) --model $(RUN)/cscnn --out $(RUN)/metrics.json
 	$(BIN)/cscnn embed --data $(DATA) --model $(RUN)/cscnn --out $(RUN)/embeddings
+
+# dvc.yaml's stages on the `small` world (a few minutes on 2 cores), renewing dvc.lock: commit it. A test fails
+# when a stage's command, code or parameters changed since the committed lock.
+lock: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 # All three tiers (tests/conftest.py) on two workers, one test file per worker at a time, the longest first.
 test: venv

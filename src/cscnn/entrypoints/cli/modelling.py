@@ -206,6 +206,10 @@ def evaluate_cmd(
         list[str] | None, typer.Option(help="Day(s) to evaluate on (default: the model's test days).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the evaluation JSON to this file.")] = None,
+    roc: Annotated[
+        Path | None,
+        typer.Option(help="Also write the candidate's ROC over the same days to this file (rows for `dvc plots`)."),
+    ] = None,
     against_champion: Annotated[
         bool, typer.Option(help="Also evaluate the registry's champion (of --state) on the same days.")
     ] = False,
@@ -229,6 +233,15 @@ def evaluate_cmd(
         fail(exc)
     if out is not None:
         write_json(out, evaluation)
+    if roc is not None:
+        from cscnn.data.io import open_world
+        from cscnn.training.plots import roc_points, roc_rows
+
+        try:
+            curve, _ = roc_points(model, open_world(data), evaluation["days"])
+        except CSCNNError as exc:
+            fail(exc)
+        write_json(roc, roc_rows(curve))
     print_json(evaluation)
 
 
