@@ -93,6 +93,12 @@ def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monk
                 " AND x.dag_id = r.dag_id WHERE x.task_id = 'report' AND x.key = 'outcome'"
             ).fetchall()
         )
+        notes = dict(
+            db.execute(
+                "SELECT substr(r.logical_date, 1, 10), n.content FROM dag_run_note n JOIN dag_run r"
+                " ON n.dag_run_id = r.id"
+            ).fetchall()
+        )
     assert [run[0][:10] for run in runs] == ["2026-01-04", "2026-01-05", "2026-01-06"]
     for _, start, end in runs:
         seconds = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
@@ -100,6 +106,12 @@ def test_airflow_dags_test_runs_a_day_and_stops_on_a_rejected_one(tmp_path, monk
     assert "day 2026-01-04: promoted | " in outcomes["2026-01-04"] and "gate: PASSED" in outcomes["2026-01-04"]
     assert "rejected" in outcomes["2026-01-05"]  # the report task ran after the failed pipeline task
     assert "day 2026-01-06 has not landed" in outcomes["2026-01-06"]
+    # Each run's note (on the run's page in the UI) is its outcome, kind first: rejected reads as rejected.
+    assert (
+        notes["2026-01-04"].startswith("**day 2026-01-04: promoted**\n\n- ") and "- gate: PASSED" in notes["2026-01-04"]
+    )
+    assert notes["2026-01-05"].startswith("**day 2026-01-05: rejected**")
+    assert notes["2026-01-06"].startswith("**not landed: day 2026-01-06 has not landed")
     # The runs list names the day each run processed; the three outcomes end in three different task states.
     assert run_ids == [f"manual__2026-01-0{d}T00:00:00+00:00" for d in (4, 5, 6)]
     assert {task: states[("04", task)] for task in ("wait_for_landing", "trigger_pipeline", "report")} == {
